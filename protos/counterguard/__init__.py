@@ -1,0 +1,1 @@
+"""CounterGuard protocol packages, one per version."""

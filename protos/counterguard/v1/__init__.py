@@ -1,0 +1,1 @@
+"""Version 1 of the agent ↔ controller contract (generated modules live beside the ``.proto`` files)."""
