@@ -1,0 +1,75 @@
+"""The admin CLI, ``counterguard``: one Typer app, one module per command group.
+
+Every command reads the settings through :func:`controller.cli.context.settings`, prints with
+:mod:`controller.cli.output`, and turns a :class:`~controller.errors.CounterGuardError` into a
+one-sentence error and exit code 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from controller.cli import context
+from controller.cli.output import fail
+from controller.config import ConfigError
+from controller.errors import CounterGuardError
+
+app = typer.Typer(
+    name="counterguard",
+    help="CounterGuard controller and admin tool for service-hall workstations.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _options(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML settings file."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Controller state folder (default ./var)."),
+    database_url: Optional[str] = typer.Option(None, "--db", help="Database URL (default: SQLite in the data folder)."),
+) -> None:
+    context.configure(config=config, overrides={"data_dir": data_dir, "database_url": database_url})
+
+
+def _register() -> None:
+    """Mount every command group; each module exposes ``register(app)``."""
+    from controller.cli import agents, inventory, serve, tokens
+
+    for module in (serve, tokens, agents, inventory):
+        module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``counterguard`` console script."""
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except (CounterGuardError, ConfigError) as exc:
+        raise SystemExit(_exit(str(exc)))
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code)
+    except KeyboardInterrupt:
+        raise SystemExit(130)
+    except Exception as exc:  # click's usage errors arrive here too
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            raise SystemExit(1)
+        raise
+
+
+def _exit(message: str) -> int:
+    fail(message)
+    return 1
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

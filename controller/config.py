@@ -1,0 +1,130 @@
+"""The controller's settings: typed defaults here, overridden by a TOML file, then by the environment.
+
+This is the one place that reads configuration. Precedence, lowest first: the defaults below,
+the TOML file (``--config``, ``$COUNTERGUARD_CONFIG`` or ``./counterguard.toml`` when present),
+environment variables ``COUNTERGUARD_<FIELD>`` (e.g. ``COUNTERGUARD_DATABASE_URL``), and finally
+what a command line passes to :func:`load_settings` as ``overrides``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "COUNTERGUARD_"
+DEFAULT_CONFIG_FILE = Path("counterguard.toml")
+
+
+class ConfigError(Exception):
+    """A configuration file or variable is invalid; the message names which and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the controller and the admin CLI need to know about their surroundings."""
+
+    data_dir: Path = Path("var")
+    # Empty means the embedded SQLite database ``<data_dir>/counterguard.db``.
+    database_url: str = ""
+    # Mutual-TLS port for agents (Report, FetchPolicy) and the server-authenticated enrolment port.
+    listen: str = "0.0.0.0:50051"
+    enroll_listen: str = "0.0.0.0:50052"
+    # Host name agents should use for the mutual-TLS port; empty: the host they enrolled with.
+    advertise_host: str = ""
+    # Empty paths mean "create and keep our own under <data_dir>/pki".
+    ca_cert: str = ""
+    ca_key: str = ""
+    server_cert: str = ""
+    server_key: str = ""
+    # Extra DNS names / IP addresses for the server certificate we create.
+    server_names: tuple[str, ...] = ()
+    client_cert_days: int = 365
+    max_message_bytes: int = 4 * 1024 * 1024
+    max_facts_per_batch: int = 2000
+    max_workers: int = 16
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.data_dir / "pki"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'counterguard.db').resolve()}"
+
+
+def _coerce(name: str, raw: Any, target: Any, source: str) -> Any:
+    """Convert ``raw`` (from TOML or the environment) to the type of the default ``target``."""
+    try:
+        if isinstance(target, bool):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(f"expected true or false, got {raw!r}")
+        if isinstance(target, int):
+            if isinstance(raw, bool):
+                raise ValueError(f"expected an integer, got {raw!r}")
+            return int(raw)
+        if isinstance(target, Path):
+            return Path(str(raw))
+        if isinstance(target, tuple):
+            if isinstance(raw, str):
+                return tuple(part.strip() for part in raw.split(",") if part.strip())
+            if isinstance(raw, list) and all(isinstance(v, str) for v in raw):
+                return tuple(raw)
+            raise ValueError(f"expected a list of strings, got {raw!r}")
+        if not isinstance(raw, str):
+            raise ValueError(f"expected a string, got {raw!r}")
+        return raw
+    except ValueError as exc:
+        raise ConfigError(f"{source}: field {name!r}: {exc}") from None
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from defaults, a TOML file, the environment and explicit overrides."""
+    environ = os.environ if environ is None else environ
+    defaults = Settings()
+    fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+
+    path = config_file or (Path(environ[ENV_PREFIX + "CONFIG"]) if environ.get(ENV_PREFIX + "CONFIG") else None)
+    if path is None and DEFAULT_CONFIG_FILE.is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: configuration file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        section = data.get("controller", data)
+        for key, raw in section.items():
+            if key not in fields:
+                raise ConfigError(f"{path}: unknown field {key!r}")
+            values[key] = _coerce(key, raw, fields[key], str(path))
+
+    for name, default in fields.items():
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in environ:
+            values[name] = _coerce(name, environ[env_name], default, f"${env_name}")
+
+    for name, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        if name not in fields:
+            raise ConfigError(f"unknown setting {name!r}")
+        values[name] = _coerce(name, raw, fields[name], "command line")
+    return dataclasses.replace(defaults, **values)

@@ -1,0 +1,82 @@
+"""The database schema, as SQLModel tables.
+
+Facts are stored append-only exactly as they arrived (the serialized protobuf, with the
+agent's sequence number, its observation time and our receive time); the current state of a
+workstation is derived from them (see :mod:`controller.state`). Conversion between protobuf
+and rows lives in :mod:`controller.convert` only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from controller.db import UTCDateTime
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utc_column(*, nullable: bool = False, index: bool = False) -> Column[dt.datetime]:
+    return Column(UTCDateTime(), nullable=nullable, index=index)
+
+
+class EnrollmentToken(SQLModel, table=True):
+    """A token an admin hands to whoever installs an agent; only its hash is stored."""
+
+    __tablename__ = "enrollment_token"
+
+    id: str = Field(primary_key=True, max_length=16)
+    secret_hash: str = Field(max_length=64)
+    window: str = Field(max_length=64)
+    unit: str | None = Field(default=None, max_length=128)
+    created_at: dt.datetime = Field(sa_column=utc_column())
+    created_by: str = Field(default="", max_length=128)
+    expires_at: dt.datetime = Field(sa_column=utc_column())
+    max_uses: int = 1
+    uses: int = 0
+    revoked_at: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    note: str = Field(default="", max_length=256)
+
+
+class Agent(SQLModel, table=True):
+    """An enrolled workstation agent and the certificate that identifies it."""
+
+    __tablename__ = "agent"
+
+    id: str = Field(primary_key=True, max_length=32)
+    hostname: str = Field(default="", max_length=255)
+    machine_id: str = Field(default="", max_length=64)
+    os_family: str = Field(default="", max_length=16)
+    agent_version: str = Field(default="", max_length=32)
+    window: str = Field(default="", max_length=64, index=True)
+    unit: str | None = Field(default=None, max_length=128)
+    token_id: str | None = Field(default=None, foreign_key="enrollment_token.id")
+    enrolled_at: dt.datetime = Field(sa_column=utc_column())
+    cert_serial: str = Field(max_length=64, unique=True)
+    cert_fingerprint: str = Field(max_length=64, unique=True)
+    cert_not_after: dt.datetime = Field(sa_column=utc_column())
+    revoked_at: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    revoked_reason: str = Field(default="", max_length=256)
+    last_seen_at: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
+    last_sequence: int = Field(default=0, sa_type=BigInteger)
+
+
+class Fact(SQLModel, table=True):
+    """One fact as the agent sent it; never updated, never deleted by ingest."""
+
+    __tablename__ = "fact"
+    __table_args__ = (
+        UniqueConstraint("agent_id", "sequence", name="uq_fact_agent_sequence"),
+        Index("ix_fact_agent_kind_sequence", "agent_id", "kind", "sequence"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    agent_id: str = Field(foreign_key="agent.id", max_length=32)
+    sequence: int = Field(sa_type=BigInteger)
+    kind: str = Field(max_length=32)
+    observed_at: dt.datetime = Field(sa_column=utc_column())
+    received_at: dt.datetime = Field(sa_column=utc_column())
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
