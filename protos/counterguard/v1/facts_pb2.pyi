@@ -83,7 +83,7 @@ class Fact(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inventory: _Optional[_Union[InventorySnapshot, _Mapping]] = ..., software_snapshot: _Optional[_Union[SoftwareSnapshot, _Mapping]] = ..., software_delta: _Optional[_Union[SoftwareDelta, _Mapping]] = ..., process_snapshot: _Optional[_Union[ProcessSnapshot, _Mapping]] = ..., process_started: _Optional[_Union[ProcessStarted, _Mapping]] = ..., process_stopped: _Optional[_Union[ProcessStopped, _Mapping]] = ..., session_snapshot: _Optional[_Union[SessionSnapshot, _Mapping]] = ..., session: _Optional[_Union[SessionEvent, _Mapping]] = ..., power: _Optional[_Union[PowerEvent, _Mapping]] = ..., outbox_notice: _Optional[_Union[OutboxNotice, _Mapping]] = ...) -> None: ...
 
 class InventorySnapshot(_message.Message):
-    __slots__ = ("hostname", "system", "cpu", "memory", "disks", "network_interfaces", "default_gateway", "os", "usb_devices", "printers")
+    __slots__ = ("hostname", "system", "cpu", "memory", "disks", "network_interfaces", "default_gateway", "os", "usb_devices", "printers", "pci_devices", "filesystems", "local_users", "local_groups")
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_FIELD_NUMBER: _ClassVar[int]
     CPU_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,10 @@ class InventorySnapshot(_message.Message):
     OS_FIELD_NUMBER: _ClassVar[int]
     USB_DEVICES_FIELD_NUMBER: _ClassVar[int]
     PRINTERS_FIELD_NUMBER: _ClassVar[int]
+    PCI_DEVICES_FIELD_NUMBER: _ClassVar[int]
+    FILESYSTEMS_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_USERS_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_GROUPS_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     system: SystemInfo
     cpu: CpuInfo
@@ -104,7 +108,11 @@ class InventorySnapshot(_message.Message):
     os: OsInfo
     usb_devices: _containers.RepeatedCompositeFieldContainer[UsbDevice]
     printers: _containers.RepeatedCompositeFieldContainer[Printer]
-    def __init__(self, hostname: _Optional[str] = ..., system: _Optional[_Union[SystemInfo, _Mapping]] = ..., cpu: _Optional[_Union[CpuInfo, _Mapping]] = ..., memory: _Optional[_Union[MemoryInfo, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[Disk, _Mapping]]] = ..., network_interfaces: _Optional[_Iterable[_Union[NetworkInterface, _Mapping]]] = ..., default_gateway: _Optional[str] = ..., os: _Optional[_Union[OsInfo, _Mapping]] = ..., usb_devices: _Optional[_Iterable[_Union[UsbDevice, _Mapping]]] = ..., printers: _Optional[_Iterable[_Union[Printer, _Mapping]]] = ...) -> None: ...
+    pci_devices: _containers.RepeatedCompositeFieldContainer[PciDevice]
+    filesystems: _containers.RepeatedCompositeFieldContainer[Filesystem]
+    local_users: _containers.RepeatedCompositeFieldContainer[LocalUser]
+    local_groups: _containers.RepeatedCompositeFieldContainer[LocalGroup]
+    def __init__(self, hostname: _Optional[str] = ..., system: _Optional[_Union[SystemInfo, _Mapping]] = ..., cpu: _Optional[_Union[CpuInfo, _Mapping]] = ..., memory: _Optional[_Union[MemoryInfo, _Mapping]] = ..., disks: _Optional[_Iterable[_Union[Disk, _Mapping]]] = ..., network_interfaces: _Optional[_Iterable[_Union[NetworkInterface, _Mapping]]] = ..., default_gateway: _Optional[str] = ..., os: _Optional[_Union[OsInfo, _Mapping]] = ..., usb_devices: _Optional[_Iterable[_Union[UsbDevice, _Mapping]]] = ..., printers: _Optional[_Iterable[_Union[Printer, _Mapping]]] = ..., pci_devices: _Optional[_Iterable[_Union[PciDevice, _Mapping]]] = ..., filesystems: _Optional[_Iterable[_Union[Filesystem, _Mapping]]] = ..., local_users: _Optional[_Iterable[_Union[LocalUser, _Mapping]]] = ..., local_groups: _Optional[_Iterable[_Union[LocalGroup, _Mapping]]] = ...) -> None: ...
 
 class SystemInfo(_message.Message):
     __slots__ = ("vendor", "model", "serial", "uuid", "bios_vendor", "bios_version", "bios_date", "board_vendor", "board_model", "board_serial", "chassis_type")
@@ -245,6 +253,66 @@ class Printer(_message.Message):
     info: str
     is_default: bool
     def __init__(self, name: _Optional[str] = ..., uri: _Optional[str] = ..., make_model: _Optional[str] = ..., location: _Optional[str] = ..., info: _Optional[str] = ..., is_default: _Optional[bool] = ...) -> None: ...
+
+class PciDevice(_message.Message):
+    __slots__ = ("slot", "class_code", "vendor_id", "device_id", "subsystem_vendor_id", "subsystem_device_id", "vendor", "device", "driver")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    CLASS_CODE_FIELD_NUMBER: _ClassVar[int]
+    VENDOR_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSYSTEM_VENDOR_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBSYSTEM_DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    VENDOR_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    slot: str
+    class_code: str
+    vendor_id: str
+    device_id: str
+    subsystem_vendor_id: str
+    subsystem_device_id: str
+    vendor: str
+    device: str
+    driver: str
+    def __init__(self, slot: _Optional[str] = ..., class_code: _Optional[str] = ..., vendor_id: _Optional[str] = ..., device_id: _Optional[str] = ..., subsystem_vendor_id: _Optional[str] = ..., subsystem_device_id: _Optional[str] = ..., vendor: _Optional[str] = ..., device: _Optional[str] = ..., driver: _Optional[str] = ...) -> None: ...
+
+class Filesystem(_message.Message):
+    __slots__ = ("device", "mount_point", "fs_type", "total_bytes", "free_bytes")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_POINT_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    mount_point: str
+    fs_type: str
+    total_bytes: int
+    free_bytes: int
+    def __init__(self, device: _Optional[str] = ..., mount_point: _Optional[str] = ..., fs_type: _Optional[str] = ..., total_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ...) -> None: ...
+
+class LocalUser(_message.Message):
+    __slots__ = ("name", "uid", "full_name", "home", "shell")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    FULL_NAME_FIELD_NUMBER: _ClassVar[int]
+    HOME_FIELD_NUMBER: _ClassVar[int]
+    SHELL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    uid: int
+    full_name: str
+    home: str
+    shell: str
+    def __init__(self, name: _Optional[str] = ..., uid: _Optional[int] = ..., full_name: _Optional[str] = ..., home: _Optional[str] = ..., shell: _Optional[str] = ...) -> None: ...
+
+class LocalGroup(_message.Message):
+    __slots__ = ("name", "gid", "members")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    gid: int
+    members: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., gid: _Optional[int] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SoftwareItem(_message.Message):
     __slots__ = ("source", "name", "version", "display_name", "publisher", "install_date", "section", "categories", "executable", "architecture", "install_location")
