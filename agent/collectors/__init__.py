@@ -2,12 +2,18 @@
 
 :class:`Roots` names every file-system location a collector reads, so tests point them at fake
 ``/sys``, ``/proc`` and dpkg trees and the same code runs anywhere.
+
+:data:`COLLECTORS` is the one registry of collector modules: the agent service and the contract tests
+read it instead of discovering modules. Each public module (``inventory``, ``software``, ...) picks its
+platform back end (``_inventory_linux`` and so on) once, at import, the way psutil does.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 DEFAULT_APPLICATION_DIRS: tuple[Path, ...] = (
     Path("/usr/share/applications"),
@@ -31,3 +37,32 @@ class Roots:
     snap_dir: Path = Path("/snap")
     utmp: Path = Path("/run/utmp")
     var_log: Path = Path("/var/log")
+    run: Path = Path("/run")
+    pci_ids: tuple[Path, ...] = (Path("/usr/share/misc/pci.ids"), Path("/usr/share/hwdata/pci.ids"))
+
+
+@dataclass(frozen=True)
+class Collector:
+    """One collector module and the ``Fact.kind`` fields (see ``facts.proto``) its messages go into."""
+
+    name: str
+    fact_kinds: tuple[str, ...]
+
+    @property
+    def module_name(self) -> str:
+        """The dotted module path, e.g. ``agent.collectors.inventory``."""
+        return f"{__name__}.{self.name}"
+
+    def load(self) -> ModuleType:
+        """Import the module (and with it the back end for this platform)."""
+        return importlib.import_module(self.module_name)
+
+
+COLLECTORS: tuple[Collector, ...] = (
+    Collector("inventory", ("inventory",)),
+    Collector("software", ("software_snapshot", "software_delta")),
+    Collector("processes", ("process_snapshot", "process_started", "process_stopped")),
+    Collector("sessions", ("session_snapshot", "session")),
+    Collector("power", ("power",)),
+)
+"""Every collector, listed explicitly. A new collector module is added here or the contract test fails."""
