@@ -9,13 +9,23 @@ and rows lives in :mod:`controller.convert` only.
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from controller.db import UTCDateTime
 
-# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+# Every constraint and index gets a predictable name, the same on SQLite and PostgreSQL, so a
+# migration can name what it alters or drops (SQLite's batch mode needs names to drop anything).
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGSERIAL.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
@@ -53,7 +63,7 @@ class Agent(SQLModel, table=True):
     agent_version: str = Field(default="", max_length=32)
     window: str = Field(default="", max_length=64, index=True)
     unit: str | None = Field(default=None, max_length=128)
-    token_id: str | None = Field(default=None, foreign_key="enrollment_token.id")
+    token_id: str | None = Field(default=None, foreign_key="enrollment_token.id", max_length=16)
     enrolled_at: dt.datetime = Field(sa_column=utc_column())
     cert_serial: str = Field(max_length=64, unique=True)
     cert_fingerprint: str = Field(max_length=64, unique=True)
@@ -80,3 +90,9 @@ class Fact(SQLModel, table=True):
     observed_at: dt.datetime = Field(sa_column=utc_column())
     received_at: dt.datetime = Field(sa_column=utc_column())
     payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+# The tables themselves, for SQLAlchemy Core statements (bulk ingest and the state queries) that
+# want typed columns: ``FACT.c.sequence`` rather than the model's plain ``int`` attribute.
+AGENT = cast(Table, Agent.__table__)  # type: ignore[attr-defined]
+FACT = cast(Table, Fact.__table__)  # type: ignore[attr-defined]

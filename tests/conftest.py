@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
+from controller.clock import utc_now
 from controller.config import Settings
 from controller.db import make_engine
 from controller.pki import ServerPKI, load_or_create_pki
@@ -100,6 +101,22 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture
-def pki(tmp_path: Path, clock: FakeClock) -> ServerPKI:
-    """A CA and server certificate (for localhost and 127.0.0.1) made the way `serve` makes them."""
-    return load_or_create_pki(Settings(data_dir=tmp_path / "controller"), clock())
+def pki(tmp_path: Path) -> ServerPKI:
+    """A CA and server certificate (for localhost and 127.0.0.1) made the way `serve` makes them.
+
+    Made at the real time, not the test clock's: TLS checks certificates against the real clock.
+    """
+    return load_or_create_pki(Settings(data_dir=tmp_path / "controller"), utc_now())
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Commands run in-process (``serve``, the agent CLI) configure logging for a real process;
+    put the root logger back so a handler bound to one test's captured stderr does not outlive it."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

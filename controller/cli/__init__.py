@@ -45,30 +45,16 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``counterguard`` console script."""
+    """Entry point of the ``counterguard`` console script.
+
+    Typer handles usage errors itself (usage line, message, exit 2); our own errors become
+    ``error: <one sentence>`` and exit 1.
+    """
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="counterguard")
     except (CounterGuardError, ConfigError) as exc:
-        raise SystemExit(_exit(str(exc)))
-    except typer.Exit as exc:
-        raise SystemExit(exc.exit_code)
-    except KeyboardInterrupt:
-        raise SystemExit(130)
-    except Exception as exc:  # click's usage errors arrive here too
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            raise SystemExit(1)
-        raise
-
-
-def _exit(message: str) -> int:
-    fail(message)
-    return 1
+        raise SystemExit(fail(str(exc)).exit_code) from None
 
 
 if __name__ == "__main__":

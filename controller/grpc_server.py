@@ -1,0 +1,171 @@
+"""The gRPC face of the controller: a thin ``AgentService`` servicer over the service layer.
+
+Each method identifies the caller, calls one service (:mod:`controller.enrollment`,
+:mod:`controller.ingest`, the policy provider) and maps the service's errors to gRPC status
+codes, with the error's sentence as details. Report and FetchPolicy take the agent's identity from
+the verified client certificate, never from the message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Protocol
+
+import grpc
+from sqlalchemy.exc import OperationalError
+
+from controller.agents import AgentDirectory
+from controller.enrollment import EnrollmentService
+from controller.errors import Conflict, CounterGuardError, InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from controller.models import Agent
+from protos.counterguard.v1 import agent_pb2, agent_pb2_grpc, facts_pb2
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
+NO_CERTIFICATE = "a client certificate is required: enrol first"
+
+_CODES: tuple[tuple[type[CounterGuardError], grpc.StatusCode], ...] = (
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (Conflict, grpc.StatusCode.FAILED_PRECONDITION),
+)
+
+
+class Acknowledgement(Protocol):
+    @property
+    def acknowledged_sequence(self) -> int: ...
+
+
+class Ingest(Protocol):
+    """What Report needs of :class:`controller.ingest.IngestService`."""
+
+    def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact]) -> Acknowledgement: ...
+
+
+class PolicyProvider(Protocol):
+    """Where the agent-side policy comes from: its version and its content."""
+
+    def current(self) -> tuple[str, agent_pb2.AgentPolicy]: ...
+
+
+class BuiltinPolicy:
+    """The agent policy used until policy files exist: fixed intervals, version ``builtin-1``."""
+
+    VERSION = "builtin-1"
+
+    def current(self) -> tuple[str, agent_pb2.AgentPolicy]:
+        return self.VERSION, agent_pb2.AgentPolicy(
+            report_interval_seconds=5,
+            heartbeat_interval_seconds=60,
+            process_poll_interval_seconds=2,
+            session_poll_interval_seconds=10,
+            software_scan_interval_seconds=300,
+            inventory_interval_seconds=3600,
+        )
+
+
+def status_code_for(
+    error: CounterGuardError, overrides: Mapping[type[CounterGuardError], grpc.StatusCode] = {}
+) -> grpc.StatusCode:
+    """The gRPC status of a service-layer error (``overrides`` first, then the standard mapping)."""
+    for kind, code in (*overrides.items(), *_CODES):
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+@contextmanager
+def _status_on_error(
+    context: grpc.ServicerContext, method: str, overrides: Mapping[type[CounterGuardError], grpc.StatusCode] = {}
+) -> Iterator[None]:
+    """Turn a service error into ``context.abort`` with the mapped code and the error's sentence."""
+    try:
+        yield
+    except CounterGuardError as exc:
+        code = status_code_for(exc, overrides)
+        log.log(
+            logging.WARNING
+            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+            else logging.INFO,
+            "%s from %s refused (%s): %s",
+            method,
+            context.peer(),
+            code.name,
+            exc,
+        )
+        context.abort(code, str(exc))
+    except OperationalError as exc:  # the database is down or locked: the agent keeps its facts and retries
+        log.error("%s from %s: database unavailable: %s", method, context.peer(), exc.orig)
+        context.abort(grpc.StatusCode.UNAVAILABLE, "the controller's database is unavailable; try again later")
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
+    """``counterguard.v1.AgentService`` over the enrolment, directory, ingest and policy services."""
+
+    def __init__(
+        self,
+        enrollment: EnrollmentService,
+        directory: AgentDirectory,
+        ingest: Ingest,
+        policies: PolicyProvider,
+        report_port: int,
+        report_host: str = "",
+    ) -> None:
+        self._enrollment = enrollment
+        self._directory = directory
+        self._ingest = ingest
+        self._policies = policies
+        self._report_port = report_port
+        self._report_host = report_host
+
+    def _caller(self, context: grpc.ServicerContext) -> Agent:
+        """The agent behind the verified client certificate; aborts with UNAUTHENTICATED otherwise."""
+        certificates = context.auth_context().get("x509_pem_cert")
+        if not certificates:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, NO_CERTIFICATE)
+        return self._directory.authenticate(certificates[0])
+
+    def Enroll(self, request: agent_pb2.EnrollRequest, context: grpc.ServicerContext) -> agent_pb2.EnrollResponse:
+        with _status_on_error(context, "Enroll"):
+            result = self._enrollment.enroll(
+                token=request.token,
+                csr_pem=request.csr_pem,
+                hostname=request.hostname,
+                machine_id=request.machine_id,
+                os_family=request.os_family,
+                agent_version=request.agent_version,
+            )
+        return agent_pb2.EnrollResponse(
+            agent_id=result.agent_id,
+            certificate_pem=result.certificate_pem,
+            ca_certificate_pem=result.ca_certificate_pem,
+            report_host=self._report_host,
+            report_port=self._report_port,
+            window=result.window,
+        )
+
+    def Report(self, request: agent_pb2.ReportRequest, context: grpc.ServicerContext) -> agent_pb2.ReportResponse:
+        # An agent that vanished between authentication and ingest is as unknown as one never enrolled.
+        with _status_on_error(context, "Report", {NotFound: grpc.StatusCode.UNAUTHENTICATED}):
+            agent = self._caller(context)
+            result = self._ingest.ingest(agent.id, request.facts)
+        version, _ = self._policies.current()
+        return agent_pb2.ReportResponse(
+            acknowledged_sequence=result.acknowledged_sequence,
+            policy_version=version,
+        )
+
+    def FetchPolicy(
+        self, request: agent_pb2.FetchPolicyRequest, context: grpc.ServicerContext
+    ) -> agent_pb2.FetchPolicyResponse:
+        with _status_on_error(context, "FetchPolicy"):
+            self._caller(context)
+            version, policy = self._policies.current()
+        if request.current_version == version:
+            return agent_pb2.FetchPolicyResponse(version=version, changed=False)
+        return agent_pb2.FetchPolicyResponse(version=version, changed=True, policy=policy)

@@ -1,0 +1,194 @@
+"""Storing the facts an agent reports: validate the whole batch, then commit it once, idempotently.
+
+This is the transport-free service behind the gRPC ``Report`` call. A batch is checked completely
+before anything is written; a malformed fact rejects the whole batch with an
+:class:`~controller.errors.InvalidInput` that names it. Storing is idempotent on
+(agent id, sequence): facts already held are skipped, so a batch sent twice, or overlapping an
+earlier one, stores each fact once. Batches of one agent are serialized by locking its row, so
+controller replicas ingesting the same batch at the same moment agree on what was stored and on
+the acknowledgement, which is the highest sequence held once the transaction has committed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from controller.clock import Clock, utc_now
+from controller.convert import fact_to_row, timestamp_is_valid
+from controller.errors import InvalidInput, NotFound, Unauthenticated
+from controller.models import AGENT, FACT
+from protos.counterguard.v1 import facts_pb2
+
+# Sequences are stored in a signed 64-bit column; the wire type is uint64.
+MAX_SEQUENCE = 2**63 - 1
+_TIMESTAMP = "google.protobuf.Timestamp"
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    """What one batch may hold; anything beyond is refused as invalid, never truncated."""
+
+    max_facts_per_batch: int = 2000
+    max_string_length: int = 4096  # characters of any string field, at any depth
+    max_repeated: int = 100000  # elements of any repeated or map field, at any depth
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """The outcome of one committed batch."""
+
+    acknowledged_sequence: int  # highest sequence now held for the agent
+    stored: int  # facts of this batch that were new
+    duplicates: int  # facts of this batch already held
+
+
+class IngestService:
+    """Validates and stores batches of facts; knows nothing of gRPC."""
+
+    def __init__(self, engine: Engine, clock: Clock = utc_now, limits: IngestLimits = IngestLimits()) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._limits = limits
+        self._insert = _insert_ignoring_duplicates(engine.dialect.name)
+
+    def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact]) -> IngestResult:
+        """Store the new facts of ``facts`` for ``agent_id`` and return what is now held.
+
+        Raises :class:`InvalidInput` (nothing stored) for a malformed or oversized batch,
+        :class:`NotFound` for an unknown agent and :class:`Unauthenticated` for a revoked one.
+        An empty batch stores nothing but still counts as contact (``last_seen_at``).
+        """
+        validate_batch(facts, self._limits)
+        received_at = self._clock()
+        rows = [fact_to_row(agent_id, fact, received_at) for fact in facts]
+        with self._engine.begin() as conn:
+            _begin_write(conn)
+            _lock_agent(conn, agent_id)
+            new_rows = _without_held(conn, agent_id, rows)
+            if new_rows:
+                conn.execute(self._insert, new_rows)
+            held = conn.execute(select(func.max(FACT.c.sequence)).where(FACT.c.agent_id == agent_id)).scalar_one()
+            acknowledged = int(held or 0)
+            conn.execute(
+                update(AGENT).where(AGENT.c.id == agent_id).values(last_seen_at=received_at, last_sequence=acknowledged)
+            )
+        return IngestResult(acknowledged, stored=len(new_rows), duplicates=len(rows) - len(new_rows))
+
+
+def validate_batch(facts: Sequence[facts_pb2.Fact], limits: IngestLimits) -> None:
+    """Raise :class:`InvalidInput` naming the first malformed fact of the batch, if any."""
+    if len(facts) > limits.max_facts_per_batch:
+        raise InvalidInput(f"batch has {len(facts)} facts; at most {limits.max_facts_per_batch} are accepted")
+    previous = 0
+    for index, fact in enumerate(facts):
+        kind = fact.WhichOneof("kind")
+        problem = _fact_problem(fact, kind, previous, limits)
+        if problem:
+            raise InvalidInput(f"fact {index} (sequence {fact.sequence}, {kind or 'no kind'}): {problem}")
+        previous = fact.sequence
+
+
+def _fact_problem(fact: facts_pb2.Fact, kind: str | None, previous: int, limits: IngestLimits) -> str | None:
+    if kind is None:
+        return "no kind is set"
+    if fact.sequence == 0:
+        return "sequence is 0; sequences start at 1"
+    if fact.sequence > MAX_SEQUENCE:
+        return f"sequence is above {MAX_SEQUENCE}"
+    if fact.sequence <= previous:
+        return f"sequence does not follow the previous fact's {previous}; sequences must strictly increase"
+    if not fact.HasField("observed_at"):
+        return "observed_at is missing"
+    return _message_problem(fact, "", limits)
+
+
+def _message_problem(message: Message, path: str, limits: IngestLimits) -> str | None:
+    """The first oversized string or list or invalid timestamp anywhere inside ``message``."""
+    if message.DESCRIPTOR.full_name == _TIMESTAMP:
+        if not timestamp_is_valid(message):
+            return f"{path or 'timestamp'} is not a valid time"
+        return None
+    for field, value in message.ListFields():
+        name = f"{path}.{field.name}" if path else field.name
+        if field.is_repeated:
+            if len(value) > limits.max_repeated:
+                return f"{name} has {len(value)} elements; at most {limits.max_repeated} are accepted"
+            if field.message_type is not None and field.message_type.GetOptions().map_entry:
+                items: list[tuple[str, Any]] = []
+                for key, item in value.items():
+                    items += [(f"{name} key", key), (f"{name}[{key!r}]", item)]
+            else:
+                items = [(f"{name}[{i}]", item) for i, item in enumerate(value)]
+        else:
+            items = [(name, value)]
+        for item_path, item in items:
+            problem = _value_problem(item, item_path, limits)
+            if problem:
+                return problem
+    return None
+
+
+def _value_problem(value: Any, path: str, limits: IngestLimits) -> str | None:
+    if isinstance(value, Message):
+        return _message_problem(value, path, limits)
+    if isinstance(value, (str, bytes)) and len(value) > limits.max_string_length:
+        unit = "characters" if isinstance(value, str) else "bytes"
+        return f"{path} is {len(value)} {unit} long; at most {limits.max_string_length} are accepted"
+    return None
+
+
+def _insert_ignoring_duplicates(dialect: str) -> Any:
+    """``INSERT … ON CONFLICT (agent_id, sequence) DO NOTHING`` for the engine's back end."""
+    if dialect == "postgresql":
+        return postgresql.insert(FACT).on_conflict_do_nothing(index_elements=["agent_id", "sequence"])
+    if dialect == "sqlite":
+        return sqlite.insert(FACT).on_conflict_do_nothing(index_elements=["agent_id", "sequence"])
+    raise NotImplementedError(f"ingest supports SQLite and PostgreSQL, not {dialect}")
+
+
+def _begin_write(conn: Connection) -> None:
+    """On SQLite, take the database's write lock now rather than at the first write.
+
+    pysqlite begins a transaction only at the first INSERT/UPDATE, so two writers could both read
+    "not held yet" before either writes. ``BEGIN IMMEDIATE`` makes the read-then-write atomic.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _lock_agent(conn: Connection, agent_id: str) -> None:
+    """Lock the agent's row until commit, so one batch of an agent is stored at a time.
+
+    On PostgreSQL ``FOR NO KEY UPDATE``: it excludes other ingests of this agent but, unlike
+    ``FOR UPDATE``, not inserts elsewhere that reference the agent. On SQLite the transaction
+    already holds the database's write lock (see :func:`_begin_write`).
+    """
+    row = conn.execute(
+        select(AGENT.c.id, AGENT.c.revoked_at).where(AGENT.c.id == agent_id).with_for_update(key_share=True)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no agent {agent_id!r}")
+    if row.revoked_at is not None:
+        raise Unauthenticated(f"agent {agent_id!r} was revoked")
+
+
+def _without_held(conn: Connection, agent_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows whose sequence the agent does not have stored yet."""
+    if not rows:
+        return []
+    held = set(
+        conn.execute(
+            select(FACT.c.sequence).where(
+                FACT.c.agent_id == agent_id,
+                FACT.c.sequence.between(rows[0]["sequence"], rows[-1]["sequence"]),
+            )
+        ).scalars()
+    )
+    return [row for row in rows if row["sequence"] not in held]

@@ -1,0 +1,1 @@
+"""Alembic migrations of the controller's schema; run them with :func:`controller.migrate.upgrade`."""

@@ -1,0 +1,211 @@
+"""The controller's gRPC server: two TLS ports on one ``grpc.Server``, health, reflection, limits.
+
+grpcio cannot ask for an *optional* client certificate, so the server listens twice:
+``enroll_listen`` with server-authenticated TLS (Enroll, health and reflection answer there; the
+other methods find no client certificate and refuse) and ``listen`` with mutual TLS against our
+CA (Report, FetchPolicy). :func:`serve` is what ``counterguard serve`` runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
+
+from controller.agents import AgentDirectory
+from controller.clock import Clock, utc_now
+from controller.config import Settings
+from controller.enrollment import EnrollmentService
+from controller.errors import CounterGuardError
+from controller.grpc_server import SERVICE_NAME, AgentServicer, BuiltinPolicy, Ingest, PolicyProvider
+from controller.pki import ServerPKI
+from protos.counterguard.v1 import agent_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+@dataclass
+class RunningServer:
+    """A built server and the ports it actually bound (useful when the settings said port 0)."""
+
+    server: grpc.Server
+    port: int
+    enroll_port: int
+    health: health.HealthServicer
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self, grace: float | None = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Report NOT_SERVING, let running calls finish for ``grace`` seconds, then stop."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+
+
+def _bind_failure(address: str) -> str:
+    """Why ``address`` cannot be listened on, found by trying a plain socket (gRPC does not say)."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (ValueError, socket.gaierror) as exc:
+        return f"cannot listen on {address}: not a valid host:port address ({exc})"
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                return f"cannot listen on {address}: {(exc.strerror or str(exc)).lower()}"
+    return f"cannot listen on {address}"
+
+
+def _bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials) -> int:
+    try:
+        port = int(server.add_secure_port(address, credentials))
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise CounterGuardError(_bind_failure(address))
+    return port
+
+
+def build_server(
+    settings: Settings,
+    engine: Engine,
+    pki: ServerPKI,
+    clock: Clock = utc_now,
+    *,
+    ingest: Ingest | None = None,
+    policies: PolicyProvider | None = None,
+) -> RunningServer:
+    """Bind both ports and mount AgentService, health and reflection; the caller starts it."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="grpc"),
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            # gRPC sets SO_REUSEPORT by default: a second controller would silently share the port.
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    key_pair = [(pki.server_key_pem, pki.server_cert_pem)]
+    try:
+        port = _bind(
+            server,
+            settings.listen,
+            grpc.ssl_server_credentials(key_pair, root_certificates=pki.ca_cert_pem, require_client_auth=True),
+        )
+        enroll_port = _bind(server, settings.enroll_listen, grpc.ssl_server_credentials(key_pair))
+    except CounterGuardError:
+        server.stop(None)
+        raise
+
+    if ingest is None:
+        from controller.ingest import IngestLimits, IngestService
+
+        ingest = IngestService(
+            engine, clock=clock, limits=IngestLimits(max_facts_per_batch=settings.max_facts_per_batch)
+        )
+    servicer = AgentServicer(
+        enrollment=EnrollmentService(engine, pki, clock, settings.client_cert_days),
+        directory=AgentDirectory(engine, clock),
+        ingest=ingest,
+        policies=policies or BuiltinPolicy(),
+        report_port=port,
+        report_host=settings.advertise_host,
+    )
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+
+    health_servicer = health.HealthServicer()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
+    return RunningServer(server=server, port=port, enroll_port=enroll_port, health=health_servicer)
+
+
+def _shown(address: str, port: int) -> str:
+    """``address`` with the port actually bound (differs when the settings asked for port 0)."""
+    host, _, _ = address.rpartition(":")
+    return f"{host}:{port}"
+
+
+def ca_cert_path(settings: Settings) -> Path:
+    """Where the CA certificate agents must trust lives (the admin's, or ours under the data folder)."""
+    return Path(settings.ca_cert) if settings.ca_cert else settings.pki_dir / "ca.pem"
+
+
+def _listening_line(settings: Settings, running: RunningServer) -> str:
+    """The one start-up line: both addresses and the CA for people, then the same as JSON for scripts."""
+    listen, enroll = _shown(settings.listen, running.port), _shown(settings.enroll_listen, running.enroll_port)
+    ca = str(ca_cert_path(settings))
+    facts = {
+        "listen": listen,
+        "port": running.port,
+        "enroll_listen": enroll,
+        "enroll_port": running.enroll_port,
+        "ca_cert": ca,
+    }
+    return (
+        f"counterguard controller listening: agents (mutual TLS) on {listen}, enrolment (TLS) on {enroll}; "
+        f"CA certificate {ca} {json.dumps(facts)}"
+    )
+
+
+def serve(settings: Settings, clock: Clock = utc_now) -> int:
+    """Run the controller until SIGTERM or SIGINT, then stop gracefully; returns the exit code (0)."""
+    from controller.db import make_engine
+    from controller.migrate import upgrade
+    from controller.pki import load_or_create_pki
+
+    url = settings.resolved_database_url
+    engine = make_engine(url)
+    try:
+        try:
+            upgrade(engine)
+        except OperationalError as exc:
+            shown = make_url(url).render_as_string(hide_password=True)
+            reason = " ".join(str(exc.orig).split())
+            raise CounterGuardError(f"cannot open the database {shown}: {reason}") from None
+        try:
+            pki = load_or_create_pki(settings, clock())
+        except OSError as exc:
+            raise CounterGuardError(f"cannot read or create the certificates under {settings.pki_dir}: {exc}") from None
+        running = build_server(settings, engine, pki, clock)
+        stop = threading.Event()
+        received: list[str] = []
+
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            received.append(signal.Signals(signum).name)
+            stop.set()
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            running.start()
+            print(_listening_line(settings, running), flush=True)
+            while not stop.wait(1.0):
+                pass
+            log.info("received %s; stopping (running calls get %.0f s to finish)", received[0], SHUTDOWN_GRACE_SECONDS)
+        finally:
+            running.stop(SHUTDOWN_GRACE_SECONDS)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        print("counterguard controller stopped", flush=True)
+        return 0
+    finally:
+        engine.dispose()
