@@ -54,19 +54,16 @@ class PolicyProvider(Protocol):
 
 
 class BuiltinPolicy:
-    """The agent policy used until policy files exist: fixed intervals, version ``builtin-1``."""
+    """The agent policy used until policy files exist (version ``builtin-1``).
+
+    It sets no interval (all zero), so every agent keeps the intervals of its own settings; a
+    central policy that overrides them arrives with the policy files.
+    """
 
     VERSION = "builtin-1"
 
     def current(self) -> tuple[str, agent_pb2.AgentPolicy]:
-        return self.VERSION, agent_pb2.AgentPolicy(
-            report_interval_seconds=5,
-            heartbeat_interval_seconds=60,
-            process_poll_interval_seconds=2,
-            session_poll_interval_seconds=10,
-            software_scan_interval_seconds=300,
-            inventory_interval_seconds=3600,
-        )
+        return self.VERSION, agent_pb2.AgentPolicy()
 
 
 def status_code_for(
