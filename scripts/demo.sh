@@ -18,7 +18,7 @@ agent() { counterguard-agent --state-dir "$AGENT_DIR" "$@"; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Starting the controller (SQLite at $DATA/counterguard.db, agents on $LISTEN, enrolment on $ENROLL)"
-cg serve --listen "$LISTEN" --enroll-listen "$ENROLL" >"$LOG" 2>&1 &
+counterguard --data-dir "$DATA" serve --listen "$LISTEN" --enroll-listen "$ENROLL" >"$LOG" 2>&1 &
 controller=$!
 trap 'kill -TERM $controller 2>/dev/null; wait $controller 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
@@ -45,7 +45,9 @@ step "What the controller knows: the workstation"
 cg agents show "$agent_id"
 step "Hardware, peripherals and OS"
 cg inventory show "$agent_id"
-step "Installed software with category hints (those with a hint first; all with: counterguard software list $agent_id)"
+step "Installed software (the first 15; all with: counterguard software list $agent_id)"
+cg software list "$agent_id" --limit 15
+step "Installed software with a category hint (game, video, music, chat, stock, office)"
 cg software list "$agent_id" --hinted
 step "Programs running on it"
 cg processes "$agent_id" --limit 25

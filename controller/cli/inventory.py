@@ -62,6 +62,7 @@ def list_software(
         "or a package Section/Categories value."
     ),
     hinted: bool = typer.Option(False, "--hinted", help="Only software with a category hint."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Show at most this many."),
     as_json: bool = JsonOption,
 ) -> None:
     """Installed software: the latest full list with the later changes applied."""
@@ -73,6 +74,8 @@ def list_software(
         software = [s for s in software if wanted in {*s.hints, *(c.lower() for c in s.categories), s.section.lower()}]
     if hinted:
         software = [s for s in software if s.hints]
+    matching = len(software)
+    software = software[:limit] if limit else software
     if as_json:
         print_json(software)
         return
@@ -85,8 +88,9 @@ def list_software(
             )
             typer.echo(f"None of the {total} installed programs on agent {agent_id} {wanted_text}.")
         return
+    shown = f"{matching}, first {len(software)}" if len(software) < matching else str(matching)
     print_table(
-        f"Software on {agent_id} ({len(software)})",
+        f"Software on {agent_id} ({shown})",
         ("source", "name", "version", "section", "categories", "hints"),
         ((s.source, s.name, s.version, s.section, list(s.categories), list(s.hints)) for s in software),
     )
