@@ -136,3 +136,28 @@ if __name__ == "__main__":
     parser.add_argument("--db", help="Compare against this database (default: a scratch SQLite one).")
     arguments = parser.parse_args()
     print(make_revision(arguments.message, arguments.db))
+
+
+def open_database(url: str) -> Engine:
+    """An engine for ``url`` with the schema at head, or one clear error when the database cannot be used.
+
+    This is how ``serve`` and every admin command open the database: an unreachable server, a
+    missing database or a wrong password reads as one sentence naming the database (password hidden).
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    from controller.db import make_engine
+
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+        engine = make_engine(url)
+    except ArgumentError as exc:
+        raise CounterGuardError(f"the database URL {url!r} is not valid: {exc}") from None
+    try:
+        upgrade(engine)
+    except OperationalError as exc:
+        engine.dispose()
+        reason = " ".join(str(exc.orig).split())
+        raise CounterGuardError(f"cannot open the database {shown}: {reason}") from None
+    return engine

@@ -21,8 +21,7 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import Engine
 
 from controller.agents import AgentDirectory
 from controller.clock import Clock, utc_now
@@ -169,19 +168,11 @@ def _listening_line(settings: Settings, running: RunningServer) -> str:
 
 def serve(settings: Settings, clock: Clock = utc_now) -> int:
     """Run the controller until SIGTERM or SIGINT, then stop gracefully; returns the exit code (0)."""
-    from controller.db import make_engine
-    from controller.migrate import upgrade
+    from controller.migrate import open_database
     from controller.pki import load_or_create_pki
 
-    url = settings.resolved_database_url
-    engine = make_engine(url)
+    engine = open_database(settings.resolved_database_url)
     try:
-        try:
-            upgrade(engine)
-        except OperationalError as exc:
-            shown = make_url(url).render_as_string(hide_password=True)
-            reason = " ".join(str(exc.orig).split())
-            raise CounterGuardError(f"cannot open the database {shown}: {reason}") from None
         try:
             pki = load_or_create_pki(settings, clock())
         except OSError as exc:

@@ -32,9 +32,7 @@ def engine() -> Engine:
     """The database engine, with the schema migrated to the current version."""
     global _engine
     if _engine is None:
-        from controller.db import make_engine
-        from controller.migrate import upgrade
+        from controller.migrate import open_database
 
-        _engine = make_engine(settings().resolved_database_url)
-        upgrade(_engine)
+        _engine = open_database(settings().resolved_database_url)
     return _engine
