@@ -79,20 +79,62 @@ class FetchPolicyRequest(_message.Message):
     def __init__(self, current_version: _Optional[str] = ...) -> None: ...
 
 class AgentPolicy(_message.Message):
-    __slots__ = ("report_interval_seconds", "heartbeat_interval_seconds", "process_poll_interval_seconds", "session_poll_interval_seconds", "software_scan_interval_seconds", "inventory_interval_seconds")
+    __slots__ = ("report_interval_seconds", "heartbeat_interval_seconds", "process_poll_interval_seconds", "session_poll_interval_seconds", "software_scan_interval_seconds", "inventory_interval_seconds", "idle_threshold_seconds", "activity_poll_interval_seconds", "foreground_enabled", "foreground_poll_interval_seconds", "report_titles", "title_patterns", "antivirus", "antivirus_check_interval_seconds", "removable_mount_roots")
     REPORT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PROCESS_POLL_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SESSION_POLL_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_SCAN_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    IDLE_THRESHOLD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_POLL_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FOREGROUND_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    FOREGROUND_POLL_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REPORT_TITLES_FIELD_NUMBER: _ClassVar[int]
+    TITLE_PATTERNS_FIELD_NUMBER: _ClassVar[int]
+    ANTIVIRUS_FIELD_NUMBER: _ClassVar[int]
+    ANTIVIRUS_CHECK_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REMOVABLE_MOUNT_ROOTS_FIELD_NUMBER: _ClassVar[int]
     report_interval_seconds: int
     heartbeat_interval_seconds: int
     process_poll_interval_seconds: int
     session_poll_interval_seconds: int
     software_scan_interval_seconds: int
     inventory_interval_seconds: int
-    def __init__(self, report_interval_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[int] = ..., process_poll_interval_seconds: _Optional[int] = ..., session_poll_interval_seconds: _Optional[int] = ..., software_scan_interval_seconds: _Optional[int] = ..., inventory_interval_seconds: _Optional[int] = ...) -> None: ...
+    idle_threshold_seconds: int
+    activity_poll_interval_seconds: int
+    foreground_enabled: bool
+    foreground_poll_interval_seconds: int
+    report_titles: bool
+    title_patterns: _containers.RepeatedCompositeFieldContainer[TitlePattern]
+    antivirus: _containers.RepeatedCompositeFieldContainer[AntivirusProbe]
+    antivirus_check_interval_seconds: int
+    removable_mount_roots: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, report_interval_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[int] = ..., process_poll_interval_seconds: _Optional[int] = ..., session_poll_interval_seconds: _Optional[int] = ..., software_scan_interval_seconds: _Optional[int] = ..., inventory_interval_seconds: _Optional[int] = ..., idle_threshold_seconds: _Optional[int] = ..., activity_poll_interval_seconds: _Optional[int] = ..., foreground_enabled: _Optional[bool] = ..., foreground_poll_interval_seconds: _Optional[int] = ..., report_titles: _Optional[bool] = ..., title_patterns: _Optional[_Iterable[_Union[TitlePattern, _Mapping]]] = ..., antivirus: _Optional[_Iterable[_Union[AntivirusProbe, _Mapping]]] = ..., antivirus_check_interval_seconds: _Optional[int] = ..., removable_mount_roots: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TitlePattern(_message.Message):
+    __slots__ = ("id", "category", "title_contains", "executables")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    TITLE_CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTABLES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    category: str
+    title_contains: _containers.RepeatedScalarFieldContainer[str]
+    executables: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., category: _Optional[str] = ..., title_contains: _Optional[_Iterable[str]] = ..., executables: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AntivirusProbe(_message.Message):
+    __slots__ = ("name", "process_names", "packages", "paths")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    PACKAGES_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    process_names: _containers.RepeatedScalarFieldContainer[str]
+    packages: _containers.RepeatedScalarFieldContainer[str]
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., process_names: _Optional[_Iterable[str]] = ..., packages: _Optional[_Iterable[str]] = ..., paths: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FetchPolicyResponse(_message.Message):
     __slots__ = ("version", "changed", "policy")

@@ -55,7 +55,7 @@ SOFTWARE_SOURCE_SNAP: SoftwareSource
 SOFTWARE_SOURCE_WINDOWS_REGISTRY: SoftwareSource
 
 class Fact(_message.Message):
-    __slots__ = ("sequence", "observed_at", "inventory", "software_snapshot", "software_delta", "process_snapshot", "process_started", "process_stopped", "session_snapshot", "session", "power", "outbox_notice")
+    __slots__ = ("sequence", "observed_at", "inventory", "software_snapshot", "software_delta", "process_snapshot", "process_started", "process_stopped", "session_snapshot", "session", "power", "outbox_notice", "foreground", "activity", "removable_storage", "antivirus")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_AT_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,10 @@ class Fact(_message.Message):
     SESSION_FIELD_NUMBER: _ClassVar[int]
     POWER_FIELD_NUMBER: _ClassVar[int]
     OUTBOX_NOTICE_FIELD_NUMBER: _ClassVar[int]
+    FOREGROUND_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_FIELD_NUMBER: _ClassVar[int]
+    REMOVABLE_STORAGE_FIELD_NUMBER: _ClassVar[int]
+    ANTIVIRUS_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     observed_at: _timestamp_pb2.Timestamp
     inventory: InventorySnapshot
@@ -80,7 +84,11 @@ class Fact(_message.Message):
     session: SessionEvent
     power: PowerEvent
     outbox_notice: OutboxNotice
-    def __init__(self, sequence: _Optional[int] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inventory: _Optional[_Union[InventorySnapshot, _Mapping]] = ..., software_snapshot: _Optional[_Union[SoftwareSnapshot, _Mapping]] = ..., software_delta: _Optional[_Union[SoftwareDelta, _Mapping]] = ..., process_snapshot: _Optional[_Union[ProcessSnapshot, _Mapping]] = ..., process_started: _Optional[_Union[ProcessStarted, _Mapping]] = ..., process_stopped: _Optional[_Union[ProcessStopped, _Mapping]] = ..., session_snapshot: _Optional[_Union[SessionSnapshot, _Mapping]] = ..., session: _Optional[_Union[SessionEvent, _Mapping]] = ..., power: _Optional[_Union[PowerEvent, _Mapping]] = ..., outbox_notice: _Optional[_Union[OutboxNotice, _Mapping]] = ...) -> None: ...
+    foreground: ForegroundWindow
+    activity: InputActivity
+    removable_storage: RemovableStorage
+    antivirus: AntivirusStatus
+    def __init__(self, sequence: _Optional[int] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inventory: _Optional[_Union[InventorySnapshot, _Mapping]] = ..., software_snapshot: _Optional[_Union[SoftwareSnapshot, _Mapping]] = ..., software_delta: _Optional[_Union[SoftwareDelta, _Mapping]] = ..., process_snapshot: _Optional[_Union[ProcessSnapshot, _Mapping]] = ..., process_started: _Optional[_Union[ProcessStarted, _Mapping]] = ..., process_stopped: _Optional[_Union[ProcessStopped, _Mapping]] = ..., session_snapshot: _Optional[_Union[SessionSnapshot, _Mapping]] = ..., session: _Optional[_Union[SessionEvent, _Mapping]] = ..., power: _Optional[_Union[PowerEvent, _Mapping]] = ..., outbox_notice: _Optional[_Union[OutboxNotice, _Mapping]] = ..., foreground: _Optional[_Union[ForegroundWindow, _Mapping]] = ..., activity: _Optional[_Union[InputActivity, _Mapping]] = ..., removable_storage: _Optional[_Union[RemovableStorage, _Mapping]] = ..., antivirus: _Optional[_Union[AntivirusStatus, _Mapping]] = ...) -> None: ...
 
 class InventorySnapshot(_message.Message):
     __slots__ = ("hostname", "system", "cpu", "memory", "disks", "network_interfaces", "default_gateway", "os", "usb_devices", "printers", "pci_devices", "filesystems", "local_users", "local_groups")
@@ -449,6 +457,102 @@ class PowerEvent(_message.Message):
     kind: PowerEvent.Kind
     boot_time: _timestamp_pb2.Timestamp
     def __init__(self, kind: _Optional[_Union[PowerEvent.Kind, str]] = ..., boot_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ForegroundWindow(_message.Message):
+    __slots__ = ("category", "pattern_id", "executable", "pid", "username", "title")
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_ID_FIELD_NUMBER: _ClassVar[int]
+    EXECUTABLE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    category: str
+    pattern_id: str
+    executable: str
+    pid: int
+    username: str
+    title: str
+    def __init__(self, category: _Optional[str] = ..., pattern_id: _Optional[str] = ..., executable: _Optional[str] = ..., pid: _Optional[int] = ..., username: _Optional[str] = ..., title: _Optional[str] = ...) -> None: ...
+
+class InputActivity(_message.Message):
+    __slots__ = ("state", "username", "session", "idle_seconds", "source")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[InputActivity.State]
+        STATE_ACTIVE: _ClassVar[InputActivity.State]
+        STATE_IDLE: _ClassVar[InputActivity.State]
+    STATE_UNSPECIFIED: InputActivity.State
+    STATE_ACTIVE: InputActivity.State
+    STATE_IDLE: InputActivity.State
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    USERNAME_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    IDLE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    state: InputActivity.State
+    username: str
+    session: str
+    idle_seconds: int
+    source: str
+    def __init__(self, state: _Optional[_Union[InputActivity.State, str]] = ..., username: _Optional[str] = ..., session: _Optional[str] = ..., idle_seconds: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
+
+class RemovableStorage(_message.Message):
+    __slots__ = ("action", "device", "bus_id", "vendor_id", "product_id", "vendor", "product", "serial", "size_bytes", "mount_point", "fs_type")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACTION_UNSPECIFIED: _ClassVar[RemovableStorage.Action]
+        ACTION_ATTACHED: _ClassVar[RemovableStorage.Action]
+        ACTION_MOUNTED: _ClassVar[RemovableStorage.Action]
+        ACTION_UNMOUNTED: _ClassVar[RemovableStorage.Action]
+        ACTION_REMOVED: _ClassVar[RemovableStorage.Action]
+    ACTION_UNSPECIFIED: RemovableStorage.Action
+    ACTION_ATTACHED: RemovableStorage.Action
+    ACTION_MOUNTED: RemovableStorage.Action
+    ACTION_UNMOUNTED: RemovableStorage.Action
+    ACTION_REMOVED: RemovableStorage.Action
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    BUS_ID_FIELD_NUMBER: _ClassVar[int]
+    VENDOR_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    VENDOR_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_POINT_FIELD_NUMBER: _ClassVar[int]
+    FS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    action: RemovableStorage.Action
+    device: str
+    bus_id: str
+    vendor_id: str
+    product_id: str
+    vendor: str
+    product: str
+    serial: str
+    size_bytes: int
+    mount_point: str
+    fs_type: str
+    def __init__(self, action: _Optional[_Union[RemovableStorage.Action, str]] = ..., device: _Optional[str] = ..., bus_id: _Optional[str] = ..., vendor_id: _Optional[str] = ..., product_id: _Optional[str] = ..., vendor: _Optional[str] = ..., product: _Optional[str] = ..., serial: _Optional[str] = ..., size_bytes: _Optional[int] = ..., mount_point: _Optional[str] = ..., fs_type: _Optional[str] = ...) -> None: ...
+
+class AntivirusStatus(_message.Message):
+    __slots__ = ("products",)
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    products: _containers.RepeatedCompositeFieldContainer[AntivirusProduct]
+    def __init__(self, products: _Optional[_Iterable[_Union[AntivirusProduct, _Mapping]]] = ...) -> None: ...
+
+class AntivirusProduct(_message.Message):
+    __slots__ = ("name", "installed", "running", "version", "last_scan")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INSTALLED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LAST_SCAN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    installed: bool
+    running: bool
+    version: str
+    last_scan: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., installed: _Optional[bool] = ..., running: _Optional[bool] = ..., version: _Optional[str] = ..., last_scan: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class OutboxNotice(_message.Message):
     __slots__ = ("set_aside", "dropped", "reason")
