@@ -96,3 +96,9 @@ class Fact(SQLModel, table=True):
 # want typed columns: ``FACT.c.sequence`` rather than the model's plain ``int`` attribute.
 AGENT = cast(Table, Agent.__table__)  # type: ignore[attr-defined]
 FACT = cast(Table, Fact.__table__)  # type: ignore[attr-defined]
+
+
+# The tables of the policy store and the rules engine live beside their code and register on the
+# same metadata; importing them here makes ``SQLModel.metadata`` (and so Alembic) see every table.
+from controller.policy import records as _policy_records  # noqa: E402,F401
+from controller.rules import records as _rule_records  # noqa: E402,F401

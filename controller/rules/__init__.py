@@ -1,0 +1,1 @@
+"""The rules engine: facts + policy + calendar + approvals + exemptions → violations with evidence."""
