@@ -46,6 +46,9 @@ class Settings:
     max_message_bytes: int = 4 * 1024 * 1024
     max_facts_per_batch: int = 2000
     max_workers: int = 16
+    # How often the periodic sweep evaluates the rules that need time to pass (machine still on after
+    # work, agent silent); with several controllers one of them sweeps at a time.
+    rules_sweep_interval_seconds: int = 60
 
     @property
     def pki_dir(self) -> Path:

@@ -8,15 +8,19 @@ CA (Report, FetchPolicy). :func:`serve` is what ``counterguard serve`` runs.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import os
 import signal
 import socket
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,9 +32,12 @@ from controller.clock import Clock, utc_now
 from controller.config import Settings
 from controller.enrollment import EnrollmentService
 from controller.errors import CounterGuardError
-from controller.grpc_server import SERVICE_NAME, AgentServicer, BuiltinPolicy, Ingest, PolicyProvider
+from controller.grpc_server import SERVICE_NAME, AfterIngest, AgentServicer, BuiltinPolicy, Ingest, PolicyProvider
 from controller.pki import ServerPKI
 from protos.counterguard.v1 import agent_pb2_grpc
+
+if TYPE_CHECKING:
+    from controller.rules.service import RulesService
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +98,7 @@ def build_server(
     *,
     ingest: Ingest | None = None,
     policies: PolicyProvider | None = None,
+    rules: AfterIngest | None = None,
 ) -> RunningServer:
     """Bind both ports and mount AgentService, health and reflection; the caller starts it."""
     server = grpc.server(
@@ -126,6 +134,7 @@ def build_server(
         policies=policies or BuiltinPolicy(),
         report_port=port,
         report_host=settings.advertise_host,
+        rules=rules,
     )
     agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
 
@@ -166,18 +175,66 @@ def _listening_line(settings: Settings, running: RunningServer) -> str:
     )
 
 
+def _stored_policies(engine: Engine, clock: Clock) -> PolicyProvider:
+    """The policy store's active policy for agents; the shipped default is applied on a fresh database."""
+    from controller.policy.provider import StoredPolicyProvider
+    from controller.policy.store import PolicyStore
+    from policies import DEFAULT_POLICY
+
+    store = PolicyStore(engine, clock)
+    applied = store.ensure_default(DEFAULT_POLICY, applied_by="counterguard serve")
+    if applied is not None:
+        log.info("no policy was active: applied the default policy %s", applied.label)
+    store.active()
+    return StoredPolicyProvider(store)
+
+
+FAKE_NOW_VARIABLE = "COUNTERGUARD_FAKE_NOW"
+
+
+def _clock_for_tests(clock: Clock) -> Clock:
+    """A test hook, never for production: with ``$COUNTERGUARD_FAKE_NOW`` set to an ISO time with an offset
+    (in the past: certificates are made with it), the controller's clock starts there and runs at normal
+    speed, so end-to-end tests and benchmarks can be in working hours; unset, ``clock`` is used."""
+    value = os.environ.get(FAKE_NOW_VARIABLE, "").strip()
+    if not value:
+        return clock
+    problem = f"${FAKE_NOW_VARIABLE} {value!r} is not an ISO time with an offset"
+    try:
+        start = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise CounterGuardError(problem) from None
+    if start.tzinfo is None:
+        raise CounterGuardError(problem)
+    began = time.monotonic()
+    log.warning("test hook $%s: the controller's clock starts at %s", FAKE_NOW_VARIABLE, start.isoformat())
+    return lambda: start.astimezone(dt.UTC) + dt.timedelta(seconds=time.monotonic() - began)
+
+
+def _rules(engine: Engine, clock: Clock) -> RulesService:
+    """The rules engine over the active stored policy, for Report (on ingest) and the sweep."""
+    from controller.policy.store import PolicyStore
+    from controller.rules.service import RulesService
+
+    return RulesService(engine, PolicyStore(engine, clock), clock)
+
+
 def serve(settings: Settings, clock: Clock = utc_now) -> int:
     """Run the controller until SIGTERM or SIGINT, then stop gracefully; returns the exit code (0)."""
     from controller.migrate import open_database
     from controller.pki import load_or_create_pki
+    from controller.rules.sweep import DEFAULT_INTERVAL_SECONDS, Sweeper
 
+    clock = _clock_for_tests(clock)
     engine = open_database(settings.resolved_database_url)
     try:
         try:
             pki = load_or_create_pki(settings, clock())
         except OSError as exc:
             raise CounterGuardError(f"cannot read or create the certificates under {settings.pki_dir}: {exc}") from None
-        running = build_server(settings, engine, pki, clock)
+        rules = _rules(engine, clock)
+        running = build_server(settings, engine, pki, clock, policies=_stored_policies(engine, clock), rules=rules)
+        sweeper = Sweeper(rules, settings.rules_sweep_interval_seconds)
         stop = threading.Event()
         received: list[str] = []
 
@@ -188,11 +245,13 @@ def serve(settings: Settings, clock: Clock = utc_now) -> int:
         previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             running.start()
+            sweeper.start()
             print(_listening_line(settings, running), flush=True)
             while not stop.wait(1.0):
                 pass
             log.info("received %s; stopping (running calls get %.0f s to finish)", received[0], SHUTDOWN_GRACE_SECONDS)
         finally:
+            sweeper.stop()
             running.stop(SHUTDOWN_GRACE_SECONDS)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

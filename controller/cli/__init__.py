@@ -38,9 +38,9 @@ def _options(
 
 def _register() -> None:
     """Mount every command group; each module exposes ``register(app)``."""
-    from controller.cli import agents, inventory, serve, tokens
+    from controller.cli import agents, decisions, inventory, policy, serve, tokens, violations
 
-    for module in (serve, tokens, agents, inventory):
+    for module in (serve, tokens, agents, inventory, policy, violations, decisions):
         module.register(app)
 
 

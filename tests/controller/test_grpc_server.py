@@ -424,6 +424,37 @@ def test_fetch_policy_returns_the_builtin_policy_until_the_agent_has_it(
     assert (current.version, current.changed, current.HasField("policy")) == ("builtin-1", False, False)
 
 
+def test_fetch_policy_returns_the_agent_part_of_the_stored_policy(
+    settings: Settings, engine: Engine, pki: ServerPKI, clock
+) -> None:
+    from controller.policy.provider import StoredPolicyProvider, agent_policy
+    from controller.policy.store import PolicyStore
+    from policies import DEFAULT_POLICY
+
+    store = PolicyStore(engine, clock)
+    store.ensure_default(DEFAULT_POLICY, "test")
+    server = build_server(settings, engine, pki, clock, policies=StoredPolicyProvider(store))
+    server.start()
+    try:
+        key, csr = _key_and_csr()
+        enrolled = Enrolled(enrol(server, pki, new_token(engine, clock), csr), key)
+        with mtls(server, enrolled) as channel:
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            fresh = stub.FetchPolicy(agent_pb2.FetchPolicyRequest(current_version="builtin-1"), timeout=TIMEOUT)
+            same = stub.FetchPolicy(agent_pb2.FetchPolicyRequest(current_version=fresh.version), timeout=TIMEOUT)
+            reply = report(channel, [heartbeat(1, clock.now)])
+    finally:
+        server.stop(None)
+
+    loaded = store.active()
+    assert loaded is not None
+    assert (fresh.version, fresh.changed) == ("counterguard-default@2026.1", True)
+    assert fresh.policy == agent_policy(loaded)
+    assert fresh.policy.foreground_enabled and any(p.id == "taobao" for p in fresh.policy.title_patterns)
+    assert (same.changed, same.HasField("policy")) == (False, False)
+    assert reply.policy_version == fresh.version
+
+
 def test_health_is_serving_and_not_serving_while_shutting_down(running: RunningServer, pki: ServerPKI) -> None:
     with enrol_channel(running, pki) as channel:
         stub = health_pb2_grpc.HealthStub(channel)

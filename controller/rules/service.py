@@ -1,0 +1,445 @@
+"""The rules service: load an agent's facts and decisions, evaluate, and store the violations.
+
+:class:`RulesService` knows nothing of gRPC. It is called after every ingest (:meth:`on_ingest`),
+by a periodic sweep for the rules that need time to pass (:meth:`sweep`), and by people after a
+decision or a policy change (:meth:`reevaluate`).
+
+**What is loaded.** For a range [start, end], every fact of the agent received from ``start −
+lookback`` on and what the rules need from before (see :mod:`controller.rules.loading`).
+
+**Storing.** Violations are upserted by key: a new key is inserted ``open``; an existing one gets
+the newer evidence, the wider period, the current rule's title, reference and penalty, and keeps
+its status (a ``withdrawn`` one found again is ``open`` again). A violation is never deleted.
+
+**Withdrawing.** A range's evaluation is authoritative for the violations that start after
+``start − lookback`` (every fact from then on is loaded: a fact cannot be received before it
+happens), up to ``end``. Those still ``open`` whose key no longer comes out are ``withdrawn`` with
+the reason given (an approval, an exemption, a policy change, facts that arrived late). Violations
+that started earlier are only ever updated, never withdrawn, by a narrower range.
+
+**Concurrency.** One agent is evaluated at a time, whichever controller does it: on PostgreSQL the
+evaluation holds the agent's row lock (the one ingest takes) for its transaction; on SQLite the
+transaction takes the database's write lock at its start. The sweep runs in one controller at a
+time (``pg_try_advisory_lock``; on SQLite, one per process, which is the supported deployment).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy import and_, insert, or_, select, text, update
+from sqlalchemy.engine import Connection, Engine
+
+from controller.clock import Clock, utc_now
+from controller.errors import NotFound
+from controller.models import AGENT, FACT
+from controller.policy.model import Policy, RuleKind
+from controller.rules.base import Account, Approval, Device, Matcher, RuleContext, TimeSpan, WorkingTime
+from controller.rules.evaluate import TIME_KINDS, ViolationCandidate, evaluate_agent
+from controller.rules.loading import FactLoader, Loaded, affected_kinds
+from controller.rules.records import (
+    ACCOUNT_MAPPING,
+    EXEMPTION,
+    MAINTENANCE_RECORD,
+    REGISTERED_DEVICE,
+    SOFTWARE_APPROVAL,
+    VIOLATION,
+)
+from protos.counterguard.v1 import facts_pb2
+
+log = logging.getLogger(__name__)
+
+ENGINE_NAME = "rules engine"
+# Key of the PostgreSQL advisory lock held while sweeping ("CGsweep!" in ASCII).
+PG_SWEEP_LOCK = 0x4347_7377_6565_7021
+_SQLITE_SWEEP = threading.Lock()
+
+class LoadedPolicyLike(Protocol):
+    """What the service needs of :class:`controller.policy.store.LoadedPolicy`."""
+
+    @property
+    def policy(self) -> Policy: ...
+
+    @property
+    def calendar(self) -> WorkingTime: ...
+
+    @property
+    def matcher(self) -> Matcher: ...
+
+
+class ActivePolicies(Protocol):
+    """Where the active policy comes from (:class:`controller.policy.store.PolicyStore`)."""
+
+    def active(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What one evaluation changed: violations created, updated (incl. reopened) and withdrawn."""
+
+    created: int = 0
+    updated: int = 0
+    withdrawn: int = 0
+    agents: int = 0
+
+    def __add__(self, other: EvaluationResult) -> EvaluationResult:
+        return EvaluationResult(self.created + other.created, self.updated + other.updated,
+                                self.withdrawn + other.withdrawn, self.agents + other.agents)
+
+
+class RulesService:
+    """Evaluates rules for agents and keeps the violation table in step; see the module docstring."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        policies: ActivePolicies,
+        clock: Clock = utc_now,
+        *,
+        lookback: dt.timedelta = dt.timedelta(minutes=10),
+        process_chain_limit: dt.timedelta = dt.timedelta(days=2),
+        sweep_lookback: dt.timedelta = dt.timedelta(hours=3),
+    ) -> None:
+        self._engine = engine
+        self._policies = policies
+        self._clock = clock
+        self.lookback = lookback
+        self._loader = FactLoader(lookback, process_chain_limit, clock)
+        self.sweep_lookback = sweep_lookback
+
+    # ------------------------------------------------------------------ entry points
+
+    def evaluate(
+        self,
+        agent_id: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        kinds: Collection[RuleKind] | None = None,
+        reason: str = "no longer found on re-evaluation",
+    ) -> EvaluationResult:
+        """Evaluate the agent's violations overlapping [start, end] and store the outcome."""
+        return self._evaluate(agent_id, start - self.lookback, end, start, kinds, reason)
+
+    def on_ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact]) -> EvaluationResult:
+        """Evaluate what the newly stored ``facts`` of the agent can change: the rule kinds that read facts of
+        their kinds (see :func:`affected_kinds`), from the agent's previous contact to now.
+
+        The range is by receive time, so late facts (observed long before they arrived, e.g. after an
+        outage) are all loaded and judged whatever time they carry, with the facts before the outage.
+        """
+        if not facts:
+            return EvaluationResult()
+        now = self._clock()
+        first = min(f.sequence for f in facts)
+        with self._engine.connect() as conn:
+            previous = conn.execute(
+                select(FACT.c.received_at)
+                .where(FACT.c.agent_id == agent_id, FACT.c.sequence < first)
+                .order_by(FACT.c.sequence.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+        since = min(previous or now, now)
+        return self._evaluate(agent_id, since - self.lookback, now, None, affected_kinds(facts),
+                              "no longer found when newer facts arrived")
+
+    def sweep(self, now: dt.datetime | None = None) -> EvaluationResult | None:
+        """Evaluate the time-based rules for every agent over the recent range; ``None`` if another sweeps now."""
+        now = now or self._clock()
+        loaded = self._policies.active()
+        if loaded is None:
+            return EvaluationResult()
+        kinds = {r.kind for r in loaded.policy.rules if r.enabled} & TIME_KINDS
+        if not kinds:
+            return EvaluationResult()
+        with self._sweep_lock() as acquired:
+            if not acquired:
+                return None
+            result = EvaluationResult()
+            for agent_id in self._sweepable_agents():
+                try:
+                    result += self._evaluate(agent_id, now - self.sweep_lookback - self.lookback, now,
+                                             now - self.sweep_lookback, kinds, "no longer found by the sweep",
+                                             loaded=loaded)
+                except NotFound:
+                    continue  # removed meanwhile
+                except Exception:  # noqa: BLE001 - one agent's failure must not stop the sweep of the others
+                    log.exception("sweep of agent %s failed", agent_id)
+            return result
+
+    def reevaluate(
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        agent_id: str | None = None,
+        *,
+        kinds: Collection[RuleKind] | None = None,
+        reason: str = "no longer found on re-evaluation",
+    ) -> EvaluationResult:
+        """Evaluate [start, end] again for one agent or all (after an approval, exemption or policy change)."""
+        agents = [agent_id] if agent_id else self._all_agents()
+        result = EvaluationResult()
+        for agent in agents:
+            result += self.evaluate(agent, start, end, kinds=kinds, reason=reason)
+        return result
+
+    def earliest_open(self, kinds: Collection[RuleKind], agent_id: str | None = None) -> dt.datetime | None:
+        """When the earliest open violation of ``kinds`` (of one agent, or any) starts: where a re-evaluation
+        after a decision about them has to begin to be able to withdraw them."""
+        query = select(VIOLATION.c.period_start).where(
+            VIOLATION.c.status == "open", VIOLATION.c.kind.in_([k.value for k in kinds])
+        )
+        if agent_id:
+            query = query.where(VIOLATION.c.agent_id == agent_id)
+        with self._engine.connect() as conn:
+            return conn.execute(query.order_by(VIOLATION.c.period_start).limit(1)).scalar_one_or_none()
+
+    # ------------------------------------------------------------------ one agent
+
+    def _evaluate(
+        self,
+        agent_id: str,
+        load_from: dt.datetime,
+        end: dt.datetime,
+        candidate_start: dt.datetime | None,
+        kinds: Collection[RuleKind] | None,
+        reason: str,
+        *,
+        loaded: Any = None,
+    ) -> EvaluationResult:
+        loaded = loaded or self._policies.active()
+        if loaded is None:
+            return EvaluationResult()
+        policy: Policy = loaded.policy
+        rules = [r for r in policy.rules if r.enabled and (kinds is None or r.kind in kinds)]
+        if not rules and kinds is not None:
+            return EvaluationResult()
+        evaluated_kinds = {r.kind for r in rules}
+        with self._agent_transaction(agent_id) as (conn, agent):
+            context = self._context(conn, agent)
+            data = self._loader.load(conn, agent_id, load_from, end, evaluated_kinds)
+            start = candidate_start or dt.datetime.min.replace(tzinfo=dt.UTC)
+            candidates = evaluate_agent(policy, loaded.calendar, loaded.matcher, agent_id, data.facts, context,
+                                        start, end, kinds=evaluated_kinds)
+            created, updated = self._upsert(conn, candidates, loaded)
+            owned_from = data.owned_from
+            if candidate_start is not None and owned_from is not None:
+                owned_from = max(owned_from, candidate_start)
+            withdrawn = self._withdraw(conn, agent_id, policy, rules, kinds is None, data, owned_from, end,
+                                       {c.key for c in candidates}, reason)
+        return EvaluationResult(created, updated, withdrawn, 1)
+
+    @contextmanager
+    def _agent_transaction(self, agent_id: str) -> Iterator[tuple[Connection, Any]]:
+        """A transaction holding the agent's evaluation lock (see the module docstring)."""
+        with self._engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            query = select(AGENT).where(AGENT.c.id == agent_id)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(key_share=True)
+            agent = conn.execute(query).one_or_none()
+            if agent is None:
+                raise NotFound(f"no agent {agent_id!r}")
+            yield conn, agent
+
+    def _context(self, conn: Connection, agent: Any) -> RuleContext:
+        """The decisions that apply to this agent, as plain data."""
+        window, unit = agent.window or "", agent.unit
+
+        def scope(row: Any) -> str | None:
+            if row.window:
+                return "window" if row.window == window else None
+            if row.unit:
+                return "unit" if unit and row.unit == unit else None
+            return "all"
+
+        approvals = tuple(
+            Approval(row.name, row.source, s, row.decision, row.decided_at)
+            for row in conn.execute(select(SOFTWARE_APPROVAL))
+            if (s := scope(row)) is not None
+        )
+        devices = tuple(
+            Device(row.vendor_id, row.product_id, row.serial, row.description)
+            for row in conn.execute(select(REGISTERED_DEVICE))
+            if scope(row) is not None
+        )
+        exemptions = tuple(
+            TimeSpan(row.starts_at, row.ends_at, row.reason, row.id)
+            for row in conn.execute(
+                select(EXEMPTION).where(
+                    EXEMPTION.c.removed_at.is_(None),
+                    or_(EXEMPTION.c.agent_id == agent.id, and_(EXEMPTION.c.window.is_not(None),
+                                                               EXEMPTION.c.window == window)),
+                )
+            )
+        )
+        accounts = tuple(
+            Account(row.account, row.staff, tuple(w.strip() for w in row.windows.split(",") if w.strip()),
+                    row.valid_from, row.valid_to)
+            for row in conn.execute(select(ACCOUNT_MAPPING))
+        )
+        maintenance = tuple(
+            TimeSpan(row.starts_at, row.ends_at, row.note, row.id)
+            for row in conn.execute(select(MAINTENANCE_RECORD).where(MAINTENANCE_RECORD.c.agent_id == agent.id))
+        )
+        return RuleContext(window, unit, approvals, exemptions, devices, accounts, maintenance, agent.last_seen_at)
+
+    # ------------------------------------------------------------------ storing violations
+
+    def _upsert(self, conn: Connection, candidates: list[ViolationCandidate], loaded: Any) -> tuple[int, int]:
+        if not candidates:
+            return 0, 0
+        now = self._clock()
+        record = getattr(loaded, "record", None)
+        policy_id = getattr(record, "policy_id", loaded.policy.id)
+        version = getattr(record, "version", loaded.policy.version)
+        existing = {
+            row.key: row
+            for row in conn.execute(select(VIOLATION).where(VIOLATION.c.key.in_([c.key for c in candidates])))
+        }
+        created = updated = 0
+        new_rows = []
+        for candidate in candidates:
+            values = _row_values(candidate, policy_id, version)
+            row = existing.get(candidate.key)
+            if row is None:
+                new_rows.append({**values, "status": "open", "status_by": "", "status_at": None, "status_reason": "",
+                                 "created_at": now, "updated_at": now})
+                continue
+            changes = _changes(row, values)
+            if row.status == "withdrawn":
+                changes.update(status="open", status_by=ENGINE_NAME, status_at=now,
+                               status_reason="found again on re-evaluation")
+            if changes:
+                conn.execute(update(VIOLATION).where(VIOLATION.c.id == row.id).values(**changes, updated_at=now))
+                updated += 1
+        if new_rows:
+            conn.execute(insert(VIOLATION), new_rows)
+            created = len(new_rows)
+        return created, updated
+
+    def _withdraw(self, conn: Connection, agent_id: str, policy: Policy, rules: Sequence[Any], all_kinds: bool,
+                  data: Loaded, owned_from: dt.datetime | None, end: dt.datetime, found: set[str],
+                  reason: str) -> int:
+        """Withdraw the open violations this evaluation was authoritative for that no longer come out."""
+        owned_rules = [
+            r.id for r in rules
+            if not (r.kind is RuleKind.FORBIDDEN_PROGRAM and "process" in data.incomplete)
+            and not (r.kind is RuleKind.REMOVABLE_STORAGE and "removable" in data.incomplete)
+        ]
+        query = select(VIOLATION.c.id, VIOLATION.c.key, VIOLATION.c.rule_id).where(
+            VIOLATION.c.agent_id == agent_id, VIOLATION.c.status == "open", VIOLATION.c.period_start <= end
+        )
+        if owned_from is not None:
+            query = query.where(VIOLATION.c.period_start >= owned_from)
+        if not all_kinds:
+            query = query.where(VIOLATION.c.rule_id.in_(owned_rules))
+        now = self._clock()
+        enabled = {r.id for r in policy.rules if r.enabled}
+        withdrawn = 0
+        for row in conn.execute(query).all():
+            if row.key in found:
+                continue
+            if row.rule_id in owned_rules:
+                why = reason
+            elif row.rule_id not in enabled:
+                why = f"rule {row.rule_id} is not in force in policy {policy.id} {policy.version}"
+            else:
+                continue
+            conn.execute(update(VIOLATION).where(VIOLATION.c.id == row.id).values(
+                status="withdrawn", status_by=ENGINE_NAME, status_at=now, status_reason=why[:500], updated_at=now))
+            withdrawn += 1
+        return withdrawn
+
+    # ------------------------------------------------------------------ agents and the sweep lock
+
+    def _all_agents(self) -> list[str]:
+        with self._engine.connect() as conn:
+            return list(conn.execute(select(AGENT.c.id).order_by(AGENT.c.id)).scalars())
+
+    def _sweepable_agents(self) -> list[str]:
+        with self._engine.connect() as conn:
+            return list(conn.execute(
+                select(AGENT.c.id).where(AGENT.c.revoked_at.is_(None), AGENT.c.last_sequence > 0).order_by(AGENT.c.id)
+            ).scalars())
+
+    @contextmanager
+    def _sweep_lock(self) -> Iterator[bool]:
+        if self._engine.dialect.name != "postgresql":
+            acquired = _SQLITE_SWEEP.acquire(blocking=False)
+            try:
+                yield acquired
+            finally:
+                if acquired:
+                    _SQLITE_SWEEP.release()
+            return
+        with self._engine.connect() as conn:
+            acquired = bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": PG_SWEEP_LOCK}).scalar())
+            conn.commit()
+            try:
+                yield acquired
+            finally:
+                if acquired:
+                    conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": PG_SWEEP_LOCK})
+                    conn.commit()
+
+
+def _row_values(candidate: ViolationCandidate, policy_id: str, version: str) -> dict[str, Any]:
+    return {
+        "key": candidate.key,
+        "rule_id": candidate.rule_id,
+        "ref": candidate.ref,
+        "title": candidate.title,
+        "kind": candidate.kind,
+        "category": candidate.category,
+        "policy_id": policy_id,
+        "policy_version": version,
+        "agent_id": candidate.agent_id,
+        "subject": candidate.subject,
+        "period_start": candidate.period_start,
+        "period_end": candidate.period_end,
+        "occurred_at": candidate.occurred_at,
+        "local_date": candidate.local_date,
+        "evidence": {"fact_ids": list(candidate.evidence_fact_ids), "summary": candidate.evidence_summary},
+        "informational": candidate.informational,
+        "attribute_to_owner": candidate.attribute_to_owner,
+        "penalty_points": candidate.penalty.points,
+        "penalty_money": candidate.penalty.money,
+        "penalty_section": candidate.penalty.section,
+    }
+
+
+_CURRENT_RULE = ("rule_id", "ref", "title", "kind", "category", "policy_id", "policy_version", "subject",
+                 "informational", "attribute_to_owner", "penalty_points", "penalty_money", "penalty_section")
+
+
+def _changes(row: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """The columns of a stored violation that the new evaluation changes (periods only widen, evidence only grows)."""
+    changes = {name: values[name] for name in _CURRENT_RULE if getattr(row, name) != values[name]}
+    if values["period_start"] < row.period_start:
+        changes["period_start"] = values["period_start"]
+    new_end = values["period_end"]
+    if new_end is not None and (row.period_end is None or new_end > row.period_end):
+        changes["period_end"] = new_end
+    if values["occurred_at"] < row.occurred_at:
+        changes["occurred_at"] = values["occurred_at"]
+        changes["local_date"] = values["local_date"]
+    old_ids = list(row.evidence.get("fact_ids", [])) if isinstance(row.evidence, dict) else []
+    ids = list(dict.fromkeys([*old_ids, *values["evidence"]["fact_ids"]]))
+    if len(ids) > 50:
+        ids = ids[:25] + ids[-25:]
+    summary = values["evidence"]["summary"]
+    newer = new_end is not None and (row.period_end is None or new_end >= row.period_end)
+    if not newer:
+        summary = row.evidence.get("summary", summary) if isinstance(row.evidence, dict) else summary
+    evidence = {"fact_ids": ids, "summary": summary}
+    if evidence != row.evidence:
+        changes["evidence"] = evidence
+    return changes
