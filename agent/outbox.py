@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,23 +264,34 @@ class Outbox:
                 self._enqueue_notice(db)
         return moved
 
-    def renumber_above(self, sequence: int) -> int:
-        """Give every waiting fact a new number above ``sequence``, and continue counting from there.
+    def renumber(self, sequences: Collection[int], above: int) -> int:
+        """Give the waiting facts ``sequences`` new numbers above ``above`` (and above every number
+        assigned so far), in their order, and continue counting from there.
 
-        Used when the controller already holds numbers this outbox never assigned (the state directory
-        was reset but the enrolment kept): re-used numbers would be taken for duplicates and lost.
+        Used when the controller holds other facts under these numbers (this outbox's numbering went
+        back: restored from an older copy, or the state folder was reset but the enrolment kept):
+        sent under their old numbers they would never be stored.
         """
+        wanted = sorted(set(sequences))
         with self._transaction() as db:
-            next_sequence = max(self._int(db, _NEXT_SEQUENCE, 1), sequence + 1)
-            rows = db.execute("SELECT sequence, data FROM facts ORDER BY sequence").fetchall()
-            for old, data in rows:
-                fact = self._parse(old, data)
+            next_sequence = max(self._int(db, _NEXT_SEQUENCE, 1), above + 1)
+            moved = 0
+            for old in wanted:
+                row = db.execute("SELECT data FROM facts WHERE sequence = ?", (old,)).fetchone()
+                if row is None:
+                    continue
+                fact = self._parse(old, row[0])
                 fact.sequence = next_sequence
                 db.execute("UPDATE facts SET sequence = ?, data = ? WHERE sequence = ?",
                            (next_sequence, fact.SerializeToString(), old))
-                next_sequence += 1
+                next_sequence, moved = next_sequence + 1, moved + 1
             self._set(db, _NEXT_SEQUENCE, next_sequence)
-        return len(rows)
+        return moved
+
+    def skip_past(self, sequence: int) -> None:
+        """Assign future facts numbers above ``sequence`` (the controller holds numbers up to it)."""
+        with self._transaction() as db:
+            self._set(db, _NEXT_SEQUENCE, max(self._int(db, _NEXT_SEQUENCE, 1), sequence + 1))
 
     # -------------------------------------------------------------- reading
 

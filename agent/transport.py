@@ -152,10 +152,15 @@ class Transport:
 
     def _acknowledged(self, batch: list[facts_pb2.Fact], response: agent_pb2.ReportResponse) -> int | None:
         ack = response.acknowledged_sequence
-        if ack > self.outbox.last_sequence():
-            moved = self.outbox.renumber_above(ack)
-            log.warning("controller holds sequence %d beyond this outbox's; renumbered %d waiting facts", ack, moved)
-        deleted = self.outbox.acknowledge(ack)
+        if response.conflicting_sequences:
+            moved = self.outbox.renumber(response.conflicting_sequences, above=ack)
+            log.warning("the controller holds other facts under %d of our sequence numbers (outbox restored "
+                        "from an older copy?); renumbered them above %d", moved, ack)
+        elif ack > self.outbox.last_sequence():
+            self.outbox.skip_past(ack)
+        # Trust the acknowledgement only for what this batch carried: facts waiting behind it with
+        # numbers up to ``ack`` were never seen by the controller and are sent (and judged) next.
+        deleted = self.outbox.acknowledge(min(ack, batch[-1].sequence))
         self.outbox.set_meta(LAST_REPORT_AT, self._clock().isoformat())
         self._succeeded()
         log.debug("report acknowledged facts=%d acknowledged_sequence=%d", deleted, ack)

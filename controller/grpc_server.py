@@ -2,8 +2,9 @@
 
 Each method identifies the caller, calls one service (:mod:`controller.enrollment`,
 :mod:`controller.ingest`, the policy provider) and maps the service's errors to gRPC status
-codes, with the error's sentence as details. Report and FetchPolicy take the agent's identity from
-the verified client certificate, never from the message.
+codes, with the error's sentence as details; a stored Report is then handed to the rules service.
+Report and FetchPolicy take the agent's identity from the verified client certificate, never from
+the message.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ class Ingest(Protocol):
     """What Report needs of :class:`controller.ingest.IngestService`."""
 
     def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact]) -> Acknowledgement: ...
+
+
+class AfterIngest(Protocol):
+    """What Report calls once a batch is stored: :meth:`controller.rules.service.RulesService.on_ingest`."""
+
+    def on_ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact]) -> object: ...
 
 
 class PolicyProvider(Protocol):
@@ -112,8 +119,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         policies: PolicyProvider,
         report_port: int,
         report_host: str = "",
+        rules: AfterIngest | None = None,
     ) -> None:
         self._enrollment = enrollment
+        self._rules = rules
         self._directory = directory
         self._ingest = ingest
         self._policies = policies
@@ -151,10 +160,19 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         with _status_on_error(context, "Report", {NotFound: grpc.StatusCode.UNAUTHENTICATED}):
             agent = self._caller(context)
             result = self._ingest.ingest(agent.id, request.facts)
+        if self._rules is not None and getattr(result, "stored", len(request.facts)):
+            try:  # the facts are stored: a failing evaluation is logged, and the sweep and re-evaluation catch up
+                self._rules.on_ingest(agent.id, request.facts)
+            except Exception:  # noqa: BLE001 - never fail a Report whose facts were committed
+                log.exception("evaluating the rules after a report of agent %s failed", agent.id)
         version, _ = self._policies.current()
+        if result.conflicts:
+            log.warning("agent %s re-used %d sequence numbers for new facts (from %d); asked it to renumber them",
+                        agent.id, len(result.conflicts), result.conflicts[0])
         return agent_pb2.ReportResponse(
             acknowledged_sequence=result.acknowledged_sequence,
             policy_version=version,
+            conflicting_sequences=result.conflicts,
         )
 
     def FetchPolicy(

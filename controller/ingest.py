@@ -46,7 +46,8 @@ class IngestResult:
 
     acknowledged_sequence: int  # highest sequence now held for the agent
     stored: int  # facts of this batch that were new
-    duplicates: int  # facts of this batch already held
+    duplicates: int  # facts of this batch already held with the same content
+    conflicts: tuple[int, ...] = ()  # sequences held with a DIFFERENT content: not stored, to renumber
 
 
 class IngestService:
@@ -71,7 +72,7 @@ class IngestService:
         with self._engine.begin() as conn:
             _begin_write(conn)
             _lock_agent(conn, agent_id)
-            new_rows = _without_held(conn, agent_id, rows)
+            new_rows, conflicts = _without_held(conn, agent_id, rows)
             if new_rows:
                 conn.execute(self._insert, new_rows)
             held = conn.execute(select(func.max(FACT.c.sequence)).where(FACT.c.agent_id == agent_id)).scalar_one()
@@ -79,7 +80,12 @@ class IngestService:
             conn.execute(
                 update(AGENT).where(AGENT.c.id == agent_id).values(last_seen_at=received_at, last_sequence=acknowledged)
             )
-        return IngestResult(acknowledged, stored=len(new_rows), duplicates=len(rows) - len(new_rows))
+        return IngestResult(
+            acknowledged,
+            stored=len(new_rows),
+            duplicates=len(rows) - len(new_rows) - len(conflicts),
+            conflicts=conflicts,
+        )
 
 
 def validate_batch(facts: Sequence[facts_pb2.Fact], limits: IngestLimits) -> None:
@@ -179,16 +185,25 @@ def _lock_agent(conn: Connection, agent_id: str) -> None:
         raise Unauthenticated(f"agent {agent_id!r} was revoked")
 
 
-def _without_held(conn: Connection, agent_id: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows whose sequence the agent does not have stored yet."""
+def _without_held(
+    conn: Connection, agent_id: str, rows: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], tuple[int, ...]]:
+    """The rows whose sequence the agent does not have stored yet, and the sequences held with another content.
+
+    A fact sent again (its acknowledgement was lost) has the same serialized content and is a
+    duplicate. A different fact under a held number means the agent's numbering went back (its
+    outbox was restored from an older copy): that fact is new and must not be dropped as a duplicate,
+    so it is reported back for the agent to renumber.
+    """
     if not rows:
-        return []
-    held = set(
-        conn.execute(
-            select(FACT.c.sequence).where(
-                FACT.c.agent_id == agent_id,
-                FACT.c.sequence.between(rows[0]["sequence"], rows[-1]["sequence"]),
-            )
-        ).scalars()
+        return [], ()
+    query = select(FACT.c.sequence, FACT.c.payload).where(
+        FACT.c.agent_id == agent_id,
+        FACT.c.sequence.between(rows[0]["sequence"], rows[-1]["sequence"]),
     )
-    return [row for row in rows if row["sequence"] not in held]
+    held = {int(sequence): bytes(payload) for sequence, payload in conn.execute(query)}
+    new_rows = [row for row in rows if row["sequence"] not in held]
+    conflicts = tuple(
+        row["sequence"] for row in rows if row["sequence"] in held and held[row["sequence"]] != row["payload"]
+    )
+    return new_rows, conflicts

@@ -80,13 +80,17 @@ class FakeController(agent_pb2_grpc.AgentServiceServicer):
             if reason := self.invalid(fact):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"fact {fact.sequence}: {reason}")
         with self.lock:
+            conflicts = []  # held under the same number with another content, as the controller answers
             for fact in request.facts:
                 if fact.sequence not in self.held:
                     self.held[fact.sequence] = fact
                     self.received[fact.sequence] += 1
+                elif self.held[fact.sequence] != fact:
+                    conflicts.append(fact.sequence)
             commands, self.commands = self.commands, []
             return agent_pb2.ReportResponse(
-                acknowledged_sequence=max(self.held, default=0), policy_version=self.policy_version, commands=commands)
+                acknowledged_sequence=max(self.held, default=0), policy_version=self.policy_version,
+                commands=commands, conflicting_sequences=conflicts)
 
     def FetchPolicy(self, request: agent_pb2.FetchPolicyRequest, context: grpc.ServicerContext) -> agent_pb2.FetchPolicyResponse:
         with self.lock:

@@ -204,14 +204,22 @@ def test_a_rejected_notice_alone_does_not_breed_another(tmp_path: Path, clock) -
         assert box.depth() == 0 and box.stats().set_aside == 2
 
 
-def test_renumber_above_moves_waiting_facts_past_the_controllers_number(tmp_path: Path, clock) -> None:
+def test_renumber_moves_only_the_named_facts_past_the_controllers_number(tmp_path: Path, clock) -> None:
     with Outbox(tmp_path / "o.db", clock=clock) as box:
-        box.put_many([started(i) for i in range(3)])
-        assert box.renumber_above(500) == 3
+        box.put_many([started(i) for i in range(4)])  # sequences 1..4
+        assert box.renumber([2, 4, 99], above=500) == 2  # 99 is not waiting: ignored
         facts = box.head(10, 1 << 20)
-        assert [f.sequence for f in facts] == [501, 502, 503]
-        assert [f.process_started.process.pid for f in facts] == [0, 1, 2]
-        assert box.put(HEARTBEAT) == 504 and box.last_sequence() == 504
+        assert [(f.sequence, f.process_started.process.pid) for f in facts] == [(1, 0), (3, 2), (501, 1), (502, 3)]
+        assert box.put(HEARTBEAT) == 503 and box.last_sequence() == 503
+
+
+def test_skip_past_moves_only_future_numbers(tmp_path: Path, clock) -> None:
+    with Outbox(tmp_path / "o.db", clock=clock) as box:
+        box.put(started(1))
+        box.skip_past(40)
+        box.skip_past(7)  # never backwards
+        assert [f.sequence for f in box.head(10, 1 << 20)] == [1]
+        assert box.put(HEARTBEAT) == 41
 
 
 def test_stats_and_meta(tmp_path: Path, clock) -> None:

@@ -243,17 +243,44 @@ def test_fetch_policy(
     transport.close()
 
 
-def test_a_controller_ahead_of_this_outbox_gets_renumbered_facts(
+def test_facts_under_numbers_the_controller_holds_otherwise_are_renumbered_and_stored(
     agent_config: AgentConfig, outbox: Outbox, controller, enrolled: Enrollment, clock
 ) -> None:
     fake = controller.servicer
-    fake.held = {500: facts_pb2.Fact(sequence=500)}  # from before this outbox was reset
-    outbox.put_many([started(i) for i in range(1, 4)])
+    # From before this outbox was reset: 2 is another fact, 500 the highest held.
+    fake.held = {2: facts_pb2.Fact(sequence=2), 500: facts_pb2.Fact(sequence=500)}
+    outbox.put_many([started(i) for i in range(1, 4)])  # numbered 1..3
     transport = make_transport(agent_config, outbox, clock)
     transport.send_pending()
     assert outbox.depth() == 0
-    assert [fake.held[s].process_started.process.pid for s in (501, 502, 503)] == [1, 2, 3]
-    assert outbox.put(started(4)) == 504
+    held_pids = {s: f.process_started.process.pid for s, f in fake.held.items() if f.HasField("process_started")}
+    assert held_pids == {1: 1, 3: 3, 501: 2}, "the fact numbered 2 was renumbered above 500 and stored once"
+    assert outbox.put(started(4)) == 502
+    transport.close()
+
+
+def test_a_fact_sent_again_with_the_same_content_is_not_renumbered(
+    agent_config: AgentConfig, outbox: Outbox, controller, enrolled: Enrollment, clock
+) -> None:
+    fake = controller.servicer
+    outbox.put_many([started(i) for i in range(1, 4)])
+    fake.held = {f.sequence: f for f in outbox.head(10, 1 << 20)}  # stored, but the acknowledgement was lost
+    transport = make_transport(agent_config, outbox, clock)
+    transport.send_pending()
+    assert outbox.depth() == 0 and sorted(fake.held) == [1, 2, 3] and not fake.received
+    transport.close()
+
+
+def test_waiting_facts_behind_the_batch_are_not_acknowledged_unseen(
+    agent_config: AgentConfig, outbox: Outbox, controller, enrolled: Enrollment, clock
+) -> None:
+    fake = controller.servicer
+    fake.held = {900: facts_pb2.Fact(sequence=900)}
+    outbox.put_many([started(i) for i in range(1, 6)])
+    transport = make_transport(dataclasses.replace(agent_config, batch_max_facts=2), outbox, clock)
+    transport.send_pending()
+    assert outbox.depth() == 0
+    assert sorted(s for s in fake.held if s != 900) == [1, 2, 3, 4, 5], "every fact reached the controller"
     transport.close()
 
 

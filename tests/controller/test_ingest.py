@@ -86,6 +86,22 @@ def test_the_same_batch_twice_is_stored_once(engine: Engine, service: IngestServ
     assert agent_row(engine).last_seen_at == clock()  # the retry is still contact
 
 
+def test_other_facts_under_held_numbers_are_not_stored_but_reported_as_conflicts(
+    engine: Engine, service: IngestService, clock
+) -> None:
+    service.ingest(AGENT, [started(s, clock()) for s in range(1, 6)])
+    clock.advance(hours=1)  # the outbox was restored from an older copy and numbers from 3 again
+
+    result = service.ingest(AGENT, [started(3, clock() - dt.timedelta(hours=1)), started(4, clock(), pid=77),
+                                    started(5, clock(), pid=78), started(6, clock(), pid=79)])
+
+    assert result == IngestResult(acknowledged_sequence=6, stored=1, duplicates=1, conflicts=(4, 5))
+    with engine.connect() as conn:
+        pids = dict(conn.execute(select(Fact.sequence, Fact.payload).where(Fact.agent_id == AGENT)).all())
+    assert {s: row_to_fact(p).process_started.process.pid for s, p in pids.items()} == {
+        1: 1001, 2: 1002, 3: 1003, 4: 1004, 5: 1005, 6: 79}, "held facts are never overwritten"
+
+
 def test_an_overlapping_batch_stores_only_the_new_facts(engine: Engine, service: IngestService, clock) -> None:
     service.ingest(AGENT, [started(s, clock()) for s in range(1, 6)])
 

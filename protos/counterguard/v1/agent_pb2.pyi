@@ -63,14 +63,16 @@ class Command(_message.Message):
     def __init__(self, kind: _Optional[_Union[Command.Kind, str]] = ...) -> None: ...
 
 class ReportResponse(_message.Message):
-    __slots__ = ("acknowledged_sequence", "policy_version", "commands")
+    __slots__ = ("acknowledged_sequence", "policy_version", "commands", "conflicting_sequences")
     ACKNOWLEDGED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTING_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     acknowledged_sequence: int
     policy_version: str
     commands: _containers.RepeatedCompositeFieldContainer[Command]
-    def __init__(self, acknowledged_sequence: _Optional[int] = ..., policy_version: _Optional[str] = ..., commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ...) -> None: ...
+    conflicting_sequences: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, acknowledged_sequence: _Optional[int] = ..., policy_version: _Optional[str] = ..., commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ..., conflicting_sequences: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class FetchPolicyRequest(_message.Message):
     __slots__ = ("current_version",)
