@@ -42,6 +42,15 @@ class AgentConfig:
     # How often the inventory is collected; it is sent only when it changed, or after the full interval.
     inventory_interval_seconds: float = 3600
     inventory_full_interval_seconds: float = 86400
+    # Input idleness: polled this often; no input for idle_threshold_seconds is "idle".
+    activity_poll_interval_seconds: float = 5
+    idle_threshold_seconds: float = 300
+    # The foreground window is polled only when the controller's policy turns it on.
+    foreground_poll_interval_seconds: float = 2
+    # Removable storage: polled this often, and at once when something appears under a mount root.
+    removable_poll_interval_seconds: float = 2
+    # Antivirus products (those the policy lists) are checked at start and this often.
+    antivirus_check_interval_seconds: float = 600
     batch_max_facts: int = 500
     batch_max_bytes: int = 1 * MiB
     outbox_max_facts: int = 200_000

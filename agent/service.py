@@ -1,13 +1,17 @@
 """The workstation service: collect facts on a schedule, queue them in the outbox, send them.
 
 At start the service queues a boot event (only for a boot not reported before), the full
-inventory, software, process and session snapshots and a heartbeat. Then two threads run until a
-``threading.Event`` says stop: the collector thread polls processes, sessions and software, sends
-heartbeats and checks the inventory (queued only when its hash changed or a full interval passed),
-each at its interval; the transport thread sends every ``report_interval`` and soon after new facts
-arrive, carries out the controller's commands and fetches the policy when its version changes (the
-policy's non-zero intervals replace the configured ones). On SIGTERM/SIGINT the loops stop, a
-shutdown event is queued if the system itself is stopping, and one last send is tried.
+inventory, software, process and session snapshots, the input activity and removable storage present,
+and a heartbeat. Then two threads run until a ``threading.Event`` says stop: the collector thread polls
+processes, sessions, software, input activity, removable storage, the foreground window (only when the
+policy turns it on) and the antivirus products (only those the policy lists), sends heartbeats and
+checks the inventory (queued only when its hash changed or a full interval passed), each at its
+interval, and a step at once when something asks for it (a watchdog observer on the mount roots asks
+for the removable-storage poll). The transport thread sends every ``report_interval`` and soon after
+new facts arrive, carries out the controller's commands and fetches the policy when its version changes
+(the policy's non-zero intervals replace the configured ones; its title patterns, antivirus products
+and mount roots go to the collectors). On SIGTERM/SIGINT the loops stop, a shutdown event is queued if
+the system itself is stopping, and one last send is tried.
 :meth:`AgentService.run_once` queues the start-up facts and sends until the outbox is empty.
 """
 
@@ -22,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from google.protobuf.message import Message
@@ -47,7 +52,7 @@ _VOLATILE_INVENTORY_FIELDS: dict[str, tuple[str, ...]] = {"filesystems": ("free_
 
 @dataclass(frozen=True)
 class Intervals:
-    """The schedule in seconds: from the configuration, overridden by the controller's policy."""
+    """The schedule (and the idle threshold) in seconds: from the configuration, overridden by the policy."""
 
     report_interval: float
     heartbeat_interval: float
@@ -55,6 +60,11 @@ class Intervals:
     session_poll_interval: float
     software_scan_interval: float
     inventory_interval: float
+    activity_poll_interval: float
+    idle_threshold: float
+    foreground_poll_interval: float
+    removable_poll_interval: float
+    antivirus_check_interval: float
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> Intervals:
@@ -62,7 +72,9 @@ class Intervals:
 
     def with_policy(self, policy: agent_pb2.AgentPolicy) -> Intervals:
         """These intervals with the policy's non-zero values (``<name>_seconds``) in their place."""
-        changes = {name: float(getattr(policy, f"{name}_seconds")) for name in _interval_names()}
+        known = policy.DESCRIPTOR.fields_by_name
+        changes = {name: float(getattr(policy, f"{name}_seconds")) for name in _interval_names()
+                   if f"{name}_seconds" in known}
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v > 0})
 
 
@@ -101,7 +113,17 @@ class AgentService:
 
     def __init__(self, config: AgentConfig, *, clock: Clock = utc_now, roots: Roots | None = None,
                  outbox: Outbox | None = None, transport: Transport | None = None) -> None:
-        from agent.collectors import inventory, power, processes, sessions, software
+        from agent.collectors import (
+            activity,
+            antivirus,
+            foreground,
+            inventory,
+            power,
+            processes,
+            removable,
+            sessions,
+            software,
+        )
 
         self.config = config
         self.clock = clock
@@ -117,9 +139,18 @@ class AgentService:
         self._software = software.SoftwareTracker(self.roots)
         self._processes = processes.ProcessTracker(clock)
         self._sessions = sessions.SessionTracker(self.roots)
+        self._activity = activity.ActivityTracker(self.intervals.idle_threshold, roots=self.roots)
+        self._foreground = foreground.ForegroundTracker(roots=self.roots)
+        self._foreground_enabled = False
+        self._removable = removable.RemovableTracker(self.roots)
+        self._mount_watcher = removable.MountWatcher(lambda: self.collect_soon("removable poll"), self.roots)
+        self._antivirus = antivirus.AntivirusChecker(roots=self.roots)
         self._collect_lock = threading.Lock()
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # new facts: send soon
+        self._nudge = threading.Event()  # a collection step asked for: run it now
+        self._soon: set[str] = set()
+        self._soon_lock = threading.Lock()
 
     # ------------------------------------------------------------ collecting
 
@@ -144,6 +175,9 @@ class AgentService:
         self._safely("software snapshot", lambda: self._enqueue(self._software.snapshot()))
         self._safely("process snapshot", lambda: self._enqueue(self._processes.snapshot()))
         self._safely("session snapshot", lambda: self._enqueue(self._sessions.snapshot()))
+        self._safely("activity", lambda: self._enqueue(self._activity.poll()))
+        self._safely("removable storage", lambda: self._enqueue(*self._removable.poll()))
+        self._safely("antivirus", lambda: self._enqueue(self._antivirus.check()))
         self._safely("heartbeat", lambda: self._enqueue(self._power.heartbeat(self.roots)))
 
     def _enqueue_boot(self) -> None:
@@ -172,10 +206,35 @@ class AgentService:
             ("heartbeat", "heartbeat_interval", lambda: self._enqueue(self._power.heartbeat(self.roots))),
             ("software scan", "software_scan_interval", lambda: self._enqueue(self._software.poll())),
             ("inventory check", "inventory_interval", self.check_inventory),
+            ("activity poll", "activity_poll_interval", lambda: self._enqueue(self._activity.poll())),
+            ("foreground poll", "foreground_poll_interval", self._poll_foreground),
+            ("removable poll", "removable_poll_interval", self._poll_removable),
+            ("antivirus check", "antivirus_check_interval", lambda: self._enqueue(self._antivirus.check())),
         ]
 
+    def _poll_foreground(self) -> None:
+        """The foreground window, when the policy turned the probe on."""
+        if self._foreground_enabled:
+            self._enqueue(self._foreground.poll())
+
+    def _poll_removable(self) -> None:
+        """Removable storage changes; then watch the mount roots' directories as they are now."""
+        self._enqueue(*self._removable.poll())
+        self._mount_watcher.refresh()
+
+    def collect_soon(self, step: str) -> None:
+        """Ask the collector thread to run one step (a ``_tasks`` name) now rather than at its interval."""
+        with self._soon_lock:
+            self._soon.add(step)
+        self._nudge.set()
+
+    def _take_soon(self) -> set[str]:
+        with self._soon_lock:
+            steps, self._soon = self._soon, set()
+        return steps
+
     def _collector_loop(self) -> None:
-        """Run each step when its interval (read afresh: the policy may change it) has passed."""
+        """Run each step when its interval (read afresh: the policy may change it) has passed, or when asked."""
         tasks = self._tasks()
         last_run = {name: time.monotonic() for name, _, _ in tasks}
 
@@ -183,12 +242,14 @@ class AgentService:
             return last_run[name] + float(getattr(self.intervals, interval))
 
         while not self._stop.is_set():
+            asked = self._take_soon()
             for name, interval, action in tasks:
-                if time.monotonic() >= due(name, interval):
+                if name in asked or time.monotonic() >= due(name, interval):
                     last_run[name] = time.monotonic()
                     self._safely(name, action)
             next_due = min(due(name, interval) for name, interval, _ in tasks)
-            self._stop.wait(max(0.05, next_due - time.monotonic()))
+            self._nudge.wait(max(0.05, next_due - time.monotonic()))
+            self._nudge.clear()
 
     # -------------------------------------------------------------- sending
 
@@ -212,8 +273,23 @@ class AgentService:
             return
         if answer.changed:
             self.intervals = Intervals.from_config(self.config).with_policy(answer.policy)
+            self._safely("policy", lambda: self._apply_policy(answer.policy))
             log.info("policy applied version=%s intervals=%s", answer.version, self.intervals)
         self.policy_version = answer.version
+
+    def _apply_policy(self, policy: agent_pb2.AgentPolicy) -> None:
+        """Hand the policy's threshold, title patterns, antivirus products and mount roots to the collectors."""
+        self._activity.set_threshold(self.intervals.idle_threshold)
+        self._foreground.set_policy(policy.title_patterns, policy.report_titles)
+        if policy.foreground_enabled and not self._foreground_enabled:
+            self._foreground.reset()
+            self.collect_soon("foreground poll")
+        self._foreground_enabled = policy.foreground_enabled
+        self._antivirus.set_probes(policy.antivirus)
+        if policy.antivirus:
+            self.collect_soon("antivirus check")
+        mount_roots = tuple(Path(root) for root in policy.removable_mount_roots) or self.roots.mount_roots
+        self._mount_watcher.set_mount_roots(mount_roots)
 
     def _send(self) -> None:
         try:
@@ -257,11 +333,13 @@ class AgentService:
         """Ask the loops to stop (safe from a signal handler or another thread)."""
         self._stop.set()
         self._wake.set()
+        self._nudge.set()
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT (or :meth:`stop`); returns the process exit code."""
         self._install_signal_handlers()
         self.enqueue_startup()
+        self._mount_watcher.start()
         threads = [threading.Thread(target=loop, name=name, daemon=True)
                    for name, loop in (("collectors", self._collector_loop), ("transport", self._transport_loop))]
         for thread in threads:
@@ -272,6 +350,7 @@ class AgentService:
             pass
         for thread in threads:
             thread.join(timeout=self.config.rpc_timeout_seconds + 1)
+        self._mount_watcher.stop()
         self._shutdown(transport_idle=not threads[1].is_alive())
         return 0
 
@@ -298,5 +377,6 @@ class AgentService:
         log.info("agent stopped outbox_depth=%d", self.outbox.depth())
 
     def close(self) -> None:
+        self._mount_watcher.stop()
         self.transport.close()
         self.outbox.close()

@@ -21,6 +21,7 @@ DEFAULT_APPLICATION_DIRS: tuple[Path, ...] = (
     Path("/var/lib/flatpak/exports/share/applications"),
     Path("/var/lib/snapd/desktop/applications"),
 )
+DEFAULT_MOUNT_ROOTS: tuple[Path, ...] = (Path("/media"), Path("/run/media"), Path("/mnt"))
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class Roots:
     var_log: Path = Path("/var/log")
     run: Path = Path("/run")
     pci_ids: tuple[Path, ...] = (Path("/usr/share/misc/pci.ids"), Path("/usr/share/hwdata/pci.ids"))
+    # The X servers' sockets, one ``X<n>`` per display ``:<n>`` (the foreground and idle probes).
+    x11_sockets: Path = Path("/tmp/.X11-unix")
+    # Where removable storage gets mounted; those that exist are watched (the policy may name others).
+    mount_roots: tuple[Path, ...] = DEFAULT_MOUNT_ROOTS
 
 
 @dataclass(frozen=True)
@@ -64,5 +69,9 @@ COLLECTORS: tuple[Collector, ...] = (
     Collector("processes", ("process_snapshot", "process_started", "process_stopped")),
     Collector("sessions", ("session_snapshot", "session")),
     Collector("power", ("power",)),
+    Collector("activity", ("activity",)),
+    Collector("foreground", ("foreground",)),
+    Collector("removable", ("removable_storage",)),
+    Collector("antivirus", ("antivirus",)),
 )
 """Every collector, listed explicitly. A new collector module is added here or the contract test fails."""

@@ -16,7 +16,9 @@ from protos.counterguard.v1 import facts_pb2
 
 if sys.platform.startswith("linux"):
     from agent.collectors import _inventory_linux as _backend
-else:  # pragma: no cover - the Windows back end comes later
+elif sys.platform == "win32":
+    from agent.collectors import _inventory_windows as _backend
+else:  # pragma: no cover - no other platform has a back end
     raise NotImplementedError(f"no inventory collector for platform {sys.platform!r}")
 
 __all__ = ["collect_inventory"]

@@ -14,7 +14,9 @@ from protos.counterguard.v1 import facts_pb2
 
 if sys.platform.startswith("linux"):
     from agent.collectors import _software_linux as _backend
-else:  # pragma: no cover - the Windows back end comes later
+elif sys.platform == "win32":
+    from agent.collectors import _software_windows as _backend
+else:  # pragma: no cover - no other platform has a back end
     raise NotImplementedError(f"no software collector for platform {sys.platform!r}")
 
 __all__ = ["SoftwareTracker", "collect_software", "software_key"]

@@ -19,6 +19,9 @@ from agent.config import AgentConfig
 from agent.errors import DeliveryError
 from agent.service import BOOT_TIME, AgentService, Intervals, inventory_digest, roots_for
 from protos.counterguard.v1 import agent_pb2, facts_pb2
+from tests.agent.x11 import XServer, xserver_fixture
+
+xserver = xserver_fixture  # a real Xvfb for the tests that ask for it
 
 REPO = Path(__file__).resolve().parents[2]
 STARTUP_KINDS = {"inventory", "software_snapshot", "process_snapshot", "session_snapshot"}
@@ -245,3 +248,111 @@ def test_roots_take_the_configured_application_dirs_and_dpkg_status() -> None:
     assert roots.application_dirs[-1] == Path("/opt/gov/apps") and len(roots.application_dirs) > 1
     assert roots.dpkg_status == Path("/srv/dpkg/status")
     assert roots_for(AgentConfig()).dpkg_status == Path("/var/lib/dpkg/status")
+
+
+# ------------------------------------------------- usage rules: activity, foreground, removable, antivirus
+
+
+def test_intervals_take_the_policys_usage_settings_and_keep_the_agents_own() -> None:
+    base = Intervals.from_config(AgentConfig())
+    assert (base.activity_poll_interval, base.idle_threshold, base.foreground_poll_interval) == (5, 300, 2)
+    assert (base.removable_poll_interval, base.antivirus_check_interval) == (2, 600)
+    policy = agent_pb2.AgentPolicy(activity_poll_interval_seconds=1, idle_threshold_seconds=60,
+                                   foreground_poll_interval_seconds=3, antivirus_check_interval_seconds=30)
+    assert base.with_policy(policy) == dataclasses.replace(
+        base, activity_poll_interval=1.0, idle_threshold=60.0, foreground_poll_interval=3.0,
+        antivirus_check_interval=30.0)  # the removable poll has no policy field: the agent's own stays
+
+
+def kinds_of(controller, kind: str) -> list:
+    return [getattr(f, kind) for f in held(controller) if f.WhichOneof("kind") == kind]
+
+
+def fake_usb_machine(root: Path) -> None:
+    """A /sys with one USB stick (sdb), a /proc with the real boot time and an empty mount table."""
+    usb = root / "sys/devices/pci0000:00/0000:00:14.0/usb1/1-4"
+    scsi = usb / "1-4:1.0/host6/target6:0:0/6:0:0:0"
+    scsi.mkdir(parents=True)
+    for name, value in (("idVendor", "0951"), ("idProduct", "1666"), ("manufacturer", "Kingston"),
+                        ("product", "DataTraveler 3.0"), ("serial", "E0D55EA573E1")):
+        (usb / name).write_text(value + "\n")
+    block = root / "sys/block/sdb"
+    block.mkdir(parents=True)
+    (block / "size").write_text("60555264\n")
+    (block / "removable").write_text("1\n")
+    (block / "device").symlink_to(scsi)
+    (root / "proc/self").mkdir(parents=True)
+    (root / "proc/stat").write_text(Path("/proc/stat").read_text())
+    (root / "proc/self/mounts").write_text("sysfs /sys sysfs rw 0 0\n")
+
+
+def test_a_mount_wakes_the_service_and_reaches_the_controller_within_seconds(
+        agent_config: AgentConfig, controller, enrolled, clock, tmp_path: Path) -> None:
+    fake_usb_machine(tmp_path / "root")
+    media = tmp_path / "media"
+    media.mkdir()
+    roots = dataclasses.replace(roots_for(agent_config), sysfs=tmp_path / "root/sys", procfs=tmp_path / "root/proc",
+                                mount_roots=(media,))
+    config = dataclasses.replace(agent_config, removable_poll_interval_seconds=3600, report_interval_seconds=0.5)
+    service = AgentService(config, clock=clock, roots=roots)
+    thread = threading.Thread(target=service.run)
+    thread.start()
+    try:
+        wait_for(lambda: [(s.action, s.device, s.serial) for s in kinds_of(controller, "removable_storage")]
+                 == [(facts_pb2.RemovableStorage.ACTION_ATTACHED, "sdb", "E0D55EA573E1")])
+        with (tmp_path / "root/proc/self/mounts").open("a") as table:
+            table.write(f"/dev/sdb1 {media}/KINGSTON vfat rw,nosuid,nodev 0 0\n")
+        started = time.monotonic()
+        (media / "KINGSTON").mkdir()  # what udisks does just before it mounts; the poll is an hour away
+        wait_for(lambda: len(kinds_of(controller, "removable_storage")) == 2, timeout=5)
+        assert time.monotonic() - started < 5
+    finally:
+        service.stop()
+        thread.join(timeout=20)
+        service.close()
+    mounted = kinds_of(controller, "removable_storage")[-1]
+    assert (mounted.action, mounted.device, mounted.mount_point) == (
+        facts_pb2.RemovableStorage.ACTION_MOUNTED, "sdb1", f"{media}/KINGSTON")
+    assert (mounted.vendor_id, mounted.product, mounted.fs_type) == ("0951", "DataTraveler 3.0", "vfat")
+
+
+def test_the_policy_turns_on_the_foreground_probe_and_sets_threshold_and_antivirus(
+        agent_config: AgentConfig, controller, enrolled, clock, xserver: XServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real X server: the service finds it through DISPLAY/XAUTHORITY, as when run by hand in a session."""
+    for name, value in xserver.probe_environ.items():
+        monkeypatch.setenv(name, value)
+    window, _ = xserver.window("淘宝网 - 购物")
+    xserver.run("xdotool", "windowfocus", "--sync", str(window))
+    xserver.run("xdotool", "mousemove", "10", "10")
+    config = dataclasses.replace(agent_config, report_interval_seconds=0.3, heartbeat_interval_seconds=0.3,
+                                 activity_poll_interval_seconds=0.3, foreground_poll_interval_seconds=0.3)
+    service = AgentService(config, clock=clock)
+    thread = threading.Thread(target=service.run)
+    thread.start()
+    fake = controller.servicer
+    try:
+        wait_for(lambda: len(kinds_of(controller, "activity")) == 1)
+        assert kinds_of(controller, "activity")[0].state == facts_pb2.InputActivity.STATE_ACTIVE
+        time.sleep(1.0)
+        assert kinds_of(controller, "foreground") == []  # off until the policy turns it on
+        fake.policy = agent_pb2.AgentPolicy(
+            foreground_enabled=True, idle_threshold_seconds=1,
+            title_patterns=[agent_pb2.TitlePattern(id="taobao", category="shopping", title_contains=["淘宝"])],
+            antivirus=[agent_pb2.AntivirusProbe(name="ClamAV", process_names=["clamd"], packages=["clamav-daemon"])])
+        fake.policy_version = "usage-1"
+        wait_for(lambda: kinds_of(controller, "foreground") and kinds_of(controller, "antivirus"))
+        wait_for(lambda: len(kinds_of(controller, "activity")) >= 2)  # a second without input is idle now
+        xserver.run("xdotool", "mousemove", "300", "200")
+        wait_for(lambda: len(kinds_of(controller, "activity")) >= 3)
+    finally:
+        service.stop()
+        thread.join(timeout=20)
+        service.close()
+    [seen] = kinds_of(controller, "foreground")
+    assert (seen.category, seen.pattern_id, seen.executable, seen.title) == ("shopping", "taobao", "xmessage", "")
+    states = [a.state for a in kinds_of(controller, "activity")]
+    assert states[:3] == [facts_pb2.InputActivity.STATE_ACTIVE, facts_pb2.InputActivity.STATE_IDLE,
+                          facts_pb2.InputActivity.STATE_ACTIVE]
+    [antivirus] = kinds_of(controller, "antivirus")
+    assert [p.name for p in antivirus.products] == ["ClamAV"]
