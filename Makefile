@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test protos venv bench clean
+.PHONY: demo test protos venv bench clean deb
 
 # First README command: set up, start a controller on ./var/, enrol this machine's agent, show what it knows.
 demo: $(STAMP)
@@ -13,6 +13,7 @@ demo: $(STAMP)
 # Second README command: the whole test suite (starts PostgreSQL when it is down).
 test: $(STAMP)
 	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-test-tools.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Regenerate the protobuf/gRPC code from protos/counterguard/v1/*.proto.
@@ -21,6 +22,10 @@ protos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/inventory.py
+
+# The agent alone as a Debian package: dist/counterguard-agent_<version>_<arch>.deb (see scripts/build-deb.sh).
+deb: $(STAMP)
+	bash scripts/build-deb.sh
 
 venv: $(STAMP)
 

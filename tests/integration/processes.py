@@ -68,6 +68,24 @@ class Controller:
                 self.process.kill()
                 self.process.wait(5)
 
+    def kill(self) -> None:
+        """``kill -9``: no shutdown handler runs, whatever was in flight is cut off."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(15)
+
+    @property
+    def database_path(self) -> Path:
+        """The embedded SQLite database (only when no ``database_url`` was given)."""
+        return self.data_dir / "counterguard.db"
+
+
+def restart_controller(previous: Controller) -> Controller:
+    """Start a controller again on the ports and with the data folder (and database) of a stopped or killed one."""
+    if previous.process.poll() is None:
+        raise AssertionError("the previous controller is still running; stop or kill it first")
+    return start_controller(previous.data_dir, previous.database_url, ports=(previous.port, previous.enroll_port))
+
 
 def start_controller(data_dir: Path, database_url: str | None = None, ports: tuple[int, int] = (0, 0)) -> Controller:
     """Start ``counterguard serve`` on loopback (free ports unless given) and wait until it says where it listens."""
@@ -127,6 +145,17 @@ class Agent:
     def start(self) -> subprocess.Popen[str]:
         return subprocess.Popen(self.command("run"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True, env=self.env())
+
+    def start_logged(self, log: Path) -> subprocess.Popen[str]:
+        """``run`` with its output appended to ``log``: an agent left running for long (retrying while the
+        controller is down, logging a warning each time) would block on a full stderr pipe nobody reads."""
+        with log.open("a", encoding="utf-8") as out:
+            return subprocess.Popen(self.command("run"), stdout=out, stderr=subprocess.STDOUT, text=True,
+                                    env=self.env())
+
+    def status(self) -> dict[str, Any]:
+        """``status --json``: the enrolment and the outbox (depth, next sequence, set aside, dropped)."""
+        return dict(json.loads(self.run("status", "--json").stdout))
 
 
 def wait_for(predicate: Any, timeout: float = 30, interval: float = 0.25, what: str = "condition") -> Any:

@@ -141,7 +141,7 @@ def test_facts_wait_in_the_outbox_while_the_controller_is_down(tmp_path: Path, a
     ports = (controller.port, controller.enroll_port)
     controller.stop()
 
-    agent.settings.update(rpc_timeout_seconds="2")
+    agent.settings.update(rpc_timeout_seconds="2", run_once_timeout_seconds="5")
     offline = agent.run("run", "--once", check=False, timeout=180)
     assert offline.returncode != 0
     assert _outbox_depth(agent) > 0, "the facts observed while the controller was down are not in the outbox"
