@@ -87,13 +87,18 @@ def restart_controller(previous: Controller) -> Controller:
     return start_controller(previous.data_dir, previous.database_url, ports=(previous.port, previous.enroll_port))
 
 
-def start_controller(data_dir: Path, database_url: str | None = None, ports: tuple[int, int] = (0, 0)) -> Controller:
-    """Start ``counterguard serve`` on loopback (free ports unless given) and wait until it says where it listens."""
+def start_controller(
+    data_dir: Path, database_url: str | None = None, ports: tuple[int, int] = (0, 0), env: dict[str, str] | None = None
+) -> Controller:
+    """Start ``counterguard serve`` on loopback (free ports unless given) and wait until it says where it listens.
+
+    ``env`` adds environment variables for the controller only (e.g. the ``COUNTERGUARD_FAKE_NOW`` test hook).
+    """
     cmd = [str(BIN / "counterguard"), "--data-dir", str(data_dir)]
     if database_url:
         cmd += ["--db", database_url]
     cmd += ["serve", "--listen", f"127.0.0.1:{ports[0]}", "--enroll-listen", f"127.0.0.1:{ports[1]}"]
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(env))
     controller = Controller(data_dir=data_dir, database_url=database_url, process=process)
     lines: queue.Queue[str] = queue.Queue()
 

@@ -10,20 +10,16 @@ the default catalogue; the ``.desktop`` file with ``Categories=Game;`` is instal
 from __future__ import annotations
 
 import json
-import os
-import queue
 import shutil
 import subprocess
 import textwrap
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.processes import BIN, Agent, Controller, wait_for
+from tests.integration.processes import Agent, Controller, start_controller, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,35 +28,7 @@ MONDAY_MORNING = "2026-11-02T10:00:00+08:00"  # in the past: the controller make
 
 def start_controller_at(data_dir: Path, fake_now: str, database_url: str | None = None) -> Controller:
     """``counterguard serve`` on free loopback ports with its clock starting at ``fake_now``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COUNTERGUARD_")}
-    env.update(PATH=f"{BIN}:{env.get('PATH', '')}", COUNTERGUARD_FAKE_NOW=fake_now)
-    cmd = [str(BIN / "counterguard"), "--data-dir", str(data_dir)]
-    if database_url:
-        cmd += ["--db", database_url]
-    cmd += ["serve", "--listen", "127.0.0.1:0", "--enroll-listen", "127.0.0.1:0"]
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    controller = Controller(data_dir=data_dir, database_url=database_url, process=process)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            controller.log.append(line)
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        if "{" in line and "enroll_port" in line:
-            info = json.loads(line[line.index("{"):])
-            controller.port, controller.enroll_port = int(info["port"]), int(info["enroll_port"])
-            return controller
-    controller.stop()
-    raise AssertionError("the controller did not report its ports:\n" + "".join(controller.log))
+    return start_controller(data_dir, database_url, env={"COUNTERGUARD_FAKE_NOW": fake_now})
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
