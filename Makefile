@@ -22,6 +22,7 @@ protos: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/inventory.py
+	$(BIN)/python bench/rules.py
 
 # The agent alone as a Debian package: dist/counterguard-agent_<version>_<arch>.deb (see scripts/build-deb.sh).
 deb: $(STAMP)
