@@ -21,26 +21,15 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import Engine
 
-from controller.cli import main
 from controller.clock import utc_now
 from controller.config import Settings
 from controller.enrollment import EnrollmentService
 from controller.errors import PermissionDenied
 from controller.pki import ServerPKI, load_or_create_pki
+from tests.controller.cli_run import run
 
 COUNTERGUARD = Path(sys.executable).with_name("counterguard")
 Cli = Callable[..., tuple[int, str, str]]
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """``counterguard ARGS`` in this process: exit code, standard output, standard error."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

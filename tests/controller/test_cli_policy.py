@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from controller.cli import main
 from policies import DEFAULT_POLICY, EXAMPLES
+from tests.controller.cli_run import run
 
 Cli = Callable[..., tuple[int, str, str]]
 COUNTERGUARD = Path(sys.executable).with_name("counterguard")
@@ -48,17 +48,6 @@ facts:
         username: zhang
         startedAt: "2026-11-02T02:00:00Z"
 """
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """``counterguard ARGS`` in this process: exit code, standard output, standard error."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Engine
 
-from controller.cli import main
 from controller.db import session_scope
 from controller.ingest import IngestService
 from controller.models import Agent
@@ -18,18 +17,9 @@ from controller.policy.store import PolicyStore
 from controller.rules.service import RulesService
 from policies import DEFAULT_POLICY
 from tests.controller.rules.builders import MINUTE, Facts, desktop_game, local
+from tests.controller.cli_run import run
 
 AGENT = "ag-cli-0001"
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
