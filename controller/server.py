@@ -37,6 +37,7 @@ from controller.pki import ServerPKI
 from protos.counterguard.v1 import agent_pb2_grpc
 
 if TYPE_CHECKING:
+    from controller.policy.store import PolicyStore
     from controller.rules.service import RulesService
 
 log = logging.getLogger(__name__)
@@ -175,9 +176,9 @@ def _listening_line(settings: Settings, running: RunningServer) -> str:
     )
 
 
-def _stored_policies(engine: Engine, clock: Clock) -> PolicyProvider:
-    """The policy store's active policy for agents; the shipped default is applied on a fresh database."""
-    from controller.policy.provider import StoredPolicyProvider
+def _policy_store(engine: Engine, clock: Clock) -> PolicyStore:
+    """The one policy store of this process, shared by FetchPolicy and the rules engine (so the active
+    policy is parsed once); the shipped default is applied on a fresh database."""
     from controller.policy.store import PolicyStore
     from policies import DEFAULT_POLICY
 
@@ -186,7 +187,7 @@ def _stored_policies(engine: Engine, clock: Clock) -> PolicyProvider:
     if applied is not None:
         log.info("no policy was active: applied the default policy %s", applied.label)
     store.active()
-    return StoredPolicyProvider(store)
+    return store
 
 
 FAKE_NOW_VARIABLE = "COUNTERGUARD_FAKE_NOW"
@@ -211,19 +212,13 @@ def _clock_for_tests(clock: Clock) -> Clock:
     return lambda: start.astimezone(dt.UTC) + dt.timedelta(seconds=time.monotonic() - began)
 
 
-def _rules(engine: Engine, clock: Clock) -> RulesService:
-    """The rules engine over the active stored policy, for Report (on ingest) and the sweep."""
-    from controller.policy.store import PolicyStore
-    from controller.rules.service import RulesService
-
-    return RulesService(engine, PolicyStore(engine, clock), clock)
-
-
 def serve(settings: Settings, clock: Clock = utc_now) -> int:
     """Run the controller until SIGTERM or SIGINT, then stop gracefully; returns the exit code (0)."""
     from controller.migrate import open_database
     from controller.pki import load_or_create_pki
-    from controller.rules.sweep import DEFAULT_INTERVAL_SECONDS, Sweeper
+    from controller.policy.provider import StoredPolicyProvider
+    from controller.rules.service import RulesService
+    from controller.rules.sweep import Sweeper
 
     clock = _clock_for_tests(clock)
     engine = open_database(settings.resolved_database_url)
@@ -232,8 +227,9 @@ def serve(settings: Settings, clock: Clock = utc_now) -> int:
             pki = load_or_create_pki(settings, clock())
         except OSError as exc:
             raise CounterGuardError(f"cannot read or create the certificates under {settings.pki_dir}: {exc}") from None
-        rules = _rules(engine, clock)
-        running = build_server(settings, engine, pki, clock, policies=_stored_policies(engine, clock), rules=rules)
+        store = _policy_store(engine, clock)
+        rules = RulesService(engine, store, clock)
+        running = build_server(settings, engine, pki, clock, policies=StoredPolicyProvider(store), rules=rules)
         sweeper = Sweeper(rules, settings.rules_sweep_interval_seconds)
         stop = threading.Event()
         received: list[str] = []
