@@ -51,5 +51,5 @@ step "Installed software with a category hint (game, video, music, chat, stock, 
 cg software list "$agent_id" --hinted
 step "Programs running on it"
 cg processes "$agent_id" --limit 25
-step "Violations of this machine under the default policy ($(cg policy show --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("label") or d.get("policy_id", "default"))'))"
+step "Violations of this machine under the default policy ($(cg policy show --json | python3 -c 'import json,sys; d=json.load(sys.stdin); r=d["record"]; print(r["policy_id"] + "@" + r["version"])'))"
 cg violations list --workstation "$agent_id"
