@@ -102,3 +102,6 @@ FACT = cast(Table, Fact.__table__)  # type: ignore[attr-defined]
 # same metadata; importing them here makes ``SQLModel.metadata`` (and so Alembic) see every table.
 from controller.policy import records as _policy_records  # noqa: E402,F401
 from controller.rules import records as _rule_records  # noqa: E402,F401
+from controller.org import records as _org_records  # noqa: E402,F401
+from controller.scoring import records as _scoring_records  # noqa: E402,F401
+from controller.assets import records as _asset_records  # noqa: E402,F401

@@ -38,9 +38,9 @@ def _options(
 
 def _register() -> None:
     """Mount every command group; each module exposes ``register(app)``."""
-    from controller.cli import agents, decisions, inventory, policy, serve, tokens, violations
+    from controller.cli import agents, assets, decisions, inventory, org, policy, score, serve, tokens, violations
 
-    for module in (serve, tokens, agents, inventory, policy, violations, decisions):
+    for module in (serve, tokens, agents, inventory, policy, violations, decisions, org, score, assets):
         module.register(app)
 
 

@@ -70,6 +70,9 @@ class Violation(SQLModel, table=True):
     policy_version: str = Field(max_length=64)
     agent_id: str = _agent_fk("violation", nullable=False)
     subject: str = Field(max_length=500)
+    # The OS accounts the evidence names, or the ones logged in when it happened ([] if none known):
+    # what attribution (controller.org.attribution) starts from.
+    accounts: list[str] = Field(default_factory=list, sa_column=Column(JSON(), nullable=False, default=list))
     period_start: dt.datetime = _utc()
     period_end: dt.datetime | None = _utc(nullable=True)
     occurred_at: dt.datetime = _utc()
