@@ -256,6 +256,7 @@ class Rule(Strict):
     grace_minutes: int = Field(default=0, ge=0, le=24 * 60)  # powered_on_after_hours, agent_silent, activity
     informational: bool = False               # recorded, never scored (e.g. network_changed by default)
     attribute_to_owner: bool = False          # R12: the computer's owner is penalised too
+    notice: str = Field(default="", max_length=200)  # on-screen text when recorded; "" → agent.notice_default
     condition: Literal["all", "any", "none"] = "all"
     conditions: list[Condition] = Field(default_factory=list)
     penalty: Penalty = Field(default_factory=Penalty)
@@ -315,7 +316,8 @@ class AgentSettings(Strict):
     antivirus: list[AntivirusProduct] = Field(default_factory=list)
     antivirus_check_interval_seconds: int = Field(default=0, ge=0, le=86400)
     removable_mount_roots: list[str] = Field(default_factory=lambda: ["/media", "/run/media", "/mnt"])
-    notices_enabled: bool = False
+    notices_enabled: bool = False  # tell the person at the screen when a violation is recorded
+    notice_default: str = Field(default="您的操作违反了窗口服务制度,本次已记录。", min_length=1, max_length=200)
 
 
 class Policy(Strict):

@@ -87,10 +87,12 @@ class EvaluationResult:
     updated: int = 0
     withdrawn: int = 0
     agents: int = 0
+    # The violations this evaluation stored for the first time (what an on-screen notice is about).
+    new: tuple[ViolationCandidate, ...] = ()
 
     def __add__(self, other: EvaluationResult) -> EvaluationResult:
         return EvaluationResult(self.created + other.created, self.updated + other.updated,
-                                self.withdrawn + other.withdrawn, self.agents + other.agents)
+                                self.withdrawn + other.withdrawn, self.agents + other.agents, self.new + other.new)
 
 
 class RulesService:
@@ -227,13 +229,13 @@ class RulesService:
             start = candidate_start or dt.datetime.min.replace(tzinfo=dt.UTC)
             candidates = evaluate_agent(policy, loaded.calendar, loaded.matcher, agent_id, data.facts, context,
                                         start, end, kinds=evaluated_kinds)
-            created, updated = self._upsert(conn, candidates, loaded)
+            new, updated = self._upsert(conn, candidates, loaded)
             owned_from = data.owned_from
             if candidate_start is not None and owned_from is not None:
                 owned_from = max(owned_from, candidate_start)
             withdrawn = self._withdraw(conn, agent_id, policy, rules, kinds is None, data, owned_from, end,
                                        {c.key for c in candidates}, reason)
-        return EvaluationResult(created, updated, withdrawn, 1)
+        return EvaluationResult(len(new), updated, withdrawn, 1, new)
 
     @contextmanager
     def _agent_transaction(self, agent_id: str) -> Iterator[tuple[Connection, Any]]:
@@ -293,9 +295,11 @@ class RulesService:
 
     # ------------------------------------------------------------------ storing violations
 
-    def _upsert(self, conn: Connection, candidates: list[ViolationCandidate], loaded: Any) -> tuple[int, int]:
+    def _upsert(self, conn: Connection, candidates: list[ViolationCandidate],
+                loaded: Any) -> tuple[tuple[ViolationCandidate, ...], int]:
+        """Store ``candidates``: the ones new to the table, and how many stored ones changed."""
         if not candidates:
-            return 0, 0
+            return (), 0
         now = self._clock()
         record = getattr(loaded, "record", None)
         policy_id = getattr(record, "policy_id", loaded.policy.id)
@@ -304,14 +308,16 @@ class RulesService:
             row.key: row
             for row in conn.execute(select(VIOLATION).where(VIOLATION.c.key.in_([c.key for c in candidates])))
         }
-        created = updated = 0
+        updated = 0
         new_rows = []
+        new: list[ViolationCandidate] = []
         for candidate in candidates:
             values = _row_values(candidate, policy_id, version)
             row = existing.get(candidate.key)
             if row is None:
                 new_rows.append({**values, "status": "open", "status_by": "", "status_at": None, "status_reason": "",
                                  "created_at": now, "updated_at": now})
+                new.append(candidate)
                 continue
             changes = _changes(row, values)
             if row.status == "withdrawn":
@@ -322,8 +328,7 @@ class RulesService:
                 updated += 1
         if new_rows:
             conn.execute(insert(VIOLATION), new_rows)
-            created = len(new_rows)
-        return created, updated
+        return tuple(new), updated
 
     def _withdraw(self, conn: Connection, agent_id: str, policy: Policy, rules: Sequence[Any], all_kinds: bool,
                   data: Loaded, owned_from: dt.datetime | None, end: dt.datetime, found: set[str],

@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from protos.counterguard.v1 import facts_pb2 as _facts_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -63,16 +66,32 @@ class Command(_message.Message):
     def __init__(self, kind: _Optional[_Union[Command.Kind, str]] = ...) -> None: ...
 
 class ReportResponse(_message.Message):
-    __slots__ = ("acknowledged_sequence", "policy_version", "commands", "conflicting_sequences")
+    __slots__ = ("acknowledged_sequence", "policy_version", "commands", "conflicting_sequences", "notices")
     ACKNOWLEDGED_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     COMMANDS_FIELD_NUMBER: _ClassVar[int]
     CONFLICTING_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    NOTICES_FIELD_NUMBER: _ClassVar[int]
     acknowledged_sequence: int
     policy_version: str
     commands: _containers.RepeatedCompositeFieldContainer[Command]
     conflicting_sequences: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, acknowledged_sequence: _Optional[int] = ..., policy_version: _Optional[str] = ..., commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ..., conflicting_sequences: _Optional[_Iterable[int]] = ...) -> None: ...
+    notices: _containers.RepeatedCompositeFieldContainer[Notice]
+    def __init__(self, acknowledged_sequence: _Optional[int] = ..., policy_version: _Optional[str] = ..., commands: _Optional[_Iterable[_Union[Command, _Mapping]]] = ..., conflicting_sequences: _Optional[_Iterable[int]] = ..., notices: _Optional[_Iterable[_Union[Notice, _Mapping]]] = ...) -> None: ...
+
+class Notice(_message.Message):
+    __slots__ = ("violation_key", "rule_id", "title", "body", "occurred_at")
+    VIOLATION_KEY_FIELD_NUMBER: _ClassVar[int]
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    violation_key: str
+    rule_id: str
+    title: str
+    body: str
+    occurred_at: _timestamp_pb2.Timestamp
+    def __init__(self, violation_key: _Optional[str] = ..., rule_id: _Optional[str] = ..., title: _Optional[str] = ..., body: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class FetchPolicyRequest(_message.Message):
     __slots__ = ("current_version",)
@@ -81,7 +100,7 @@ class FetchPolicyRequest(_message.Message):
     def __init__(self, current_version: _Optional[str] = ...) -> None: ...
 
 class AgentPolicy(_message.Message):
-    __slots__ = ("report_interval_seconds", "heartbeat_interval_seconds", "process_poll_interval_seconds", "session_poll_interval_seconds", "software_scan_interval_seconds", "inventory_interval_seconds", "idle_threshold_seconds", "activity_poll_interval_seconds", "foreground_enabled", "foreground_poll_interval_seconds", "report_titles", "title_patterns", "antivirus", "antivirus_check_interval_seconds", "removable_mount_roots")
+    __slots__ = ("report_interval_seconds", "heartbeat_interval_seconds", "process_poll_interval_seconds", "session_poll_interval_seconds", "software_scan_interval_seconds", "inventory_interval_seconds", "idle_threshold_seconds", "activity_poll_interval_seconds", "foreground_enabled", "foreground_poll_interval_seconds", "report_titles", "title_patterns", "antivirus", "antivirus_check_interval_seconds", "removable_mount_roots", "notices_enabled")
     REPORT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PROCESS_POLL_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +116,7 @@ class AgentPolicy(_message.Message):
     ANTIVIRUS_FIELD_NUMBER: _ClassVar[int]
     ANTIVIRUS_CHECK_INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REMOVABLE_MOUNT_ROOTS_FIELD_NUMBER: _ClassVar[int]
+    NOTICES_ENABLED_FIELD_NUMBER: _ClassVar[int]
     report_interval_seconds: int
     heartbeat_interval_seconds: int
     process_poll_interval_seconds: int
@@ -112,7 +132,8 @@ class AgentPolicy(_message.Message):
     antivirus: _containers.RepeatedCompositeFieldContainer[AntivirusProbe]
     antivirus_check_interval_seconds: int
     removable_mount_roots: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, report_interval_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[int] = ..., process_poll_interval_seconds: _Optional[int] = ..., session_poll_interval_seconds: _Optional[int] = ..., software_scan_interval_seconds: _Optional[int] = ..., inventory_interval_seconds: _Optional[int] = ..., idle_threshold_seconds: _Optional[int] = ..., activity_poll_interval_seconds: _Optional[int] = ..., foreground_enabled: _Optional[bool] = ..., foreground_poll_interval_seconds: _Optional[int] = ..., report_titles: _Optional[bool] = ..., title_patterns: _Optional[_Iterable[_Union[TitlePattern, _Mapping]]] = ..., antivirus: _Optional[_Iterable[_Union[AntivirusProbe, _Mapping]]] = ..., antivirus_check_interval_seconds: _Optional[int] = ..., removable_mount_roots: _Optional[_Iterable[str]] = ...) -> None: ...
+    notices_enabled: bool
+    def __init__(self, report_interval_seconds: _Optional[int] = ..., heartbeat_interval_seconds: _Optional[int] = ..., process_poll_interval_seconds: _Optional[int] = ..., session_poll_interval_seconds: _Optional[int] = ..., software_scan_interval_seconds: _Optional[int] = ..., inventory_interval_seconds: _Optional[int] = ..., idle_threshold_seconds: _Optional[int] = ..., activity_poll_interval_seconds: _Optional[int] = ..., foreground_enabled: _Optional[bool] = ..., foreground_poll_interval_seconds: _Optional[int] = ..., report_titles: _Optional[bool] = ..., title_patterns: _Optional[_Iterable[_Union[TitlePattern, _Mapping]]] = ..., antivirus: _Optional[_Iterable[_Union[AntivirusProbe, _Mapping]]] = ..., antivirus_check_interval_seconds: _Optional[int] = ..., removable_mount_roots: _Optional[_Iterable[str]] = ..., notices_enabled: _Optional[bool] = ...) -> None: ...
 
 class TitlePattern(_message.Message):
     __slots__ = ("id", "category", "title_contains", "executables")

@@ -55,7 +55,7 @@ SOFTWARE_SOURCE_SNAP: SoftwareSource
 SOFTWARE_SOURCE_WINDOWS_REGISTRY: SoftwareSource
 
 class Fact(_message.Message):
-    __slots__ = ("sequence", "observed_at", "inventory", "software_snapshot", "software_delta", "process_snapshot", "process_started", "process_stopped", "session_snapshot", "session", "power", "outbox_notice", "foreground", "activity", "removable_storage", "antivirus")
+    __slots__ = ("sequence", "observed_at", "inventory", "software_snapshot", "software_delta", "process_snapshot", "process_started", "process_stopped", "session_snapshot", "session", "power", "outbox_notice", "foreground", "activity", "removable_storage", "antivirus", "agent_health")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_AT_FIELD_NUMBER: _ClassVar[int]
     INVENTORY_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class Fact(_message.Message):
     ACTIVITY_FIELD_NUMBER: _ClassVar[int]
     REMOVABLE_STORAGE_FIELD_NUMBER: _ClassVar[int]
     ANTIVIRUS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_HEALTH_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     observed_at: _timestamp_pb2.Timestamp
     inventory: InventorySnapshot
@@ -88,7 +89,8 @@ class Fact(_message.Message):
     activity: InputActivity
     removable_storage: RemovableStorage
     antivirus: AntivirusStatus
-    def __init__(self, sequence: _Optional[int] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inventory: _Optional[_Union[InventorySnapshot, _Mapping]] = ..., software_snapshot: _Optional[_Union[SoftwareSnapshot, _Mapping]] = ..., software_delta: _Optional[_Union[SoftwareDelta, _Mapping]] = ..., process_snapshot: _Optional[_Union[ProcessSnapshot, _Mapping]] = ..., process_started: _Optional[_Union[ProcessStarted, _Mapping]] = ..., process_stopped: _Optional[_Union[ProcessStopped, _Mapping]] = ..., session_snapshot: _Optional[_Union[SessionSnapshot, _Mapping]] = ..., session: _Optional[_Union[SessionEvent, _Mapping]] = ..., power: _Optional[_Union[PowerEvent, _Mapping]] = ..., outbox_notice: _Optional[_Union[OutboxNotice, _Mapping]] = ..., foreground: _Optional[_Union[ForegroundWindow, _Mapping]] = ..., activity: _Optional[_Union[InputActivity, _Mapping]] = ..., removable_storage: _Optional[_Union[RemovableStorage, _Mapping]] = ..., antivirus: _Optional[_Union[AntivirusStatus, _Mapping]] = ...) -> None: ...
+    agent_health: AgentHealth
+    def __init__(self, sequence: _Optional[int] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., inventory: _Optional[_Union[InventorySnapshot, _Mapping]] = ..., software_snapshot: _Optional[_Union[SoftwareSnapshot, _Mapping]] = ..., software_delta: _Optional[_Union[SoftwareDelta, _Mapping]] = ..., process_snapshot: _Optional[_Union[ProcessSnapshot, _Mapping]] = ..., process_started: _Optional[_Union[ProcessStarted, _Mapping]] = ..., process_stopped: _Optional[_Union[ProcessStopped, _Mapping]] = ..., session_snapshot: _Optional[_Union[SessionSnapshot, _Mapping]] = ..., session: _Optional[_Union[SessionEvent, _Mapping]] = ..., power: _Optional[_Union[PowerEvent, _Mapping]] = ..., outbox_notice: _Optional[_Union[OutboxNotice, _Mapping]] = ..., foreground: _Optional[_Union[ForegroundWindow, _Mapping]] = ..., activity: _Optional[_Union[InputActivity, _Mapping]] = ..., removable_storage: _Optional[_Union[RemovableStorage, _Mapping]] = ..., antivirus: _Optional[_Union[AntivirusStatus, _Mapping]] = ..., agent_health: _Optional[_Union[AgentHealth, _Mapping]] = ...) -> None: ...
 
 class InventorySnapshot(_message.Message):
     __slots__ = ("hostname", "system", "cpu", "memory", "disks", "network_interfaces", "default_gateway", "os", "usb_devices", "printers", "pci_devices", "filesystems", "local_users", "local_groups")
@@ -553,6 +555,34 @@ class AntivirusProduct(_message.Message):
     version: str
     last_scan: _timestamp_pb2.Timestamp
     def __init__(self, name: _Optional[str] = ..., installed: _Optional[bool] = ..., running: _Optional[bool] = ..., version: _Optional[str] = ..., last_scan: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AgentHealth(_message.Message):
+    __slots__ = ("action", "cpu_percent", "rss_bytes", "shed", "reason", "cpu_limit_percent", "rss_limit_bytes")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        ACTION_UNSPECIFIED: _ClassVar[AgentHealth.Action]
+        ACTION_SHED: _ClassVar[AgentHealth.Action]
+        ACTION_RESTORED: _ClassVar[AgentHealth.Action]
+        ACTION_RESTART: _ClassVar[AgentHealth.Action]
+    ACTION_UNSPECIFIED: AgentHealth.Action
+    ACTION_SHED: AgentHealth.Action
+    ACTION_RESTORED: AgentHealth.Action
+    ACTION_RESTART: AgentHealth.Action
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CPU_LIMIT_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    RSS_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    action: AgentHealth.Action
+    cpu_percent: float
+    rss_bytes: int
+    shed: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    cpu_limit_percent: float
+    rss_limit_bytes: int
+    def __init__(self, action: _Optional[_Union[AgentHealth.Action, str]] = ..., cpu_percent: _Optional[float] = ..., rss_bytes: _Optional[int] = ..., shed: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., cpu_limit_percent: _Optional[float] = ..., rss_limit_bytes: _Optional[int] = ...) -> None: ...
 
 class OutboxNotice(_message.Message):
     __slots__ = ("set_aside", "dropped", "reason")
