@@ -256,11 +256,10 @@ class Rule(Strict):
     grace_minutes: int = Field(default=0, ge=0, le=24 * 60)  # powered_on_after_hours, agent_silent, activity
     informational: bool = False               # recorded, never scored (e.g. network_changed by default)
     attribute_to_owner: bool = False          # R12: the computer's owner is penalised too
-    notice: str = Field(default="", max_length=200)  # on-screen text when recorded; "" → agent.notice_default
     condition: Literal["all", "any", "none"] = "all"
     conditions: list[Condition] = Field(default_factory=list)
     penalty: Penalty = Field(default_factory=Penalty)
-    notice: str = ""                          # text the agent may show the person (Chinese)
+    notice: str = Field(default="", max_length=200)  # on-screen text when recorded; "" → agent.notice_default
 
     @model_validator(mode="after")
     def _parameters(self) -> Rule:
