@@ -8,7 +8,8 @@ session and software snapshot and every event of its kind since (process events 
 foreground and power facts and the last fact of any kind, the last activity reports, and the
 removable-storage reports since the agent last started; for a range that ends in the past, also
 the first fact and the first power fact after it. Only the fact kinds the evaluated rule kinds
-read are loaded. Every query is built once and walks the (agent, sequence) indexes.
+read are loaded, and always the login sessions (the accounts stored with every violation). Every query
+is built once and walks the (agent, sequence) indexes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Integer, bindparam, select
 from sqlalchemy.engine import Connection
@@ -27,6 +28,9 @@ from controller.models import FACT
 from controller.policy.model import RuleKind
 from controller.rules.intervals import SKEW_TOLERANCE, StoredFact
 from protos.counterguard.v1 import facts_pb2
+
+# A fact observed this long before it arrived is late (an outbox draining): see :func:`kinds_to_evaluate`.
+LATE_FACT = dt.timedelta(minutes=5)
 
 # The facts each rule kind reads (None: every kind, e.g. any fact shows the agent was alive).
 KIND_FACTS: dict[RuleKind, frozenset[str] | None] = {
@@ -43,6 +47,8 @@ KIND_FACTS: dict[RuleKind, frozenset[str] | None] = {
     RuleKind.NETWORK_CHANGED: frozenset({"inventory"}),
     RuleKind.AGENT_SILENT: None,
 }
+# Who was logged in: every evaluation reads them (see controller.rules.sessions).
+LOGIN_FACTS = frozenset({"session_snapshot", "session"})
 # Snapshot + events: (snapshot kind, event kinds).
 _CHAINS = {
     "process": ("process_snapshot", ("process_started", "process_stopped")),
@@ -159,9 +165,71 @@ def affected_kinds(facts: Sequence[facts_pb2.Fact]) -> set[RuleKind]:
     return {kind for kind, reads in KIND_FACTS.items() if reads is None or reads & kinds}
 
 
+class ProcessMatcher(Protocol):
+    def match_process(self, name: str, executable: str = "") -> Any: ...
+
+
+def kinds_to_evaluate(
+    facts: Sequence[facts_pb2.Fact],
+    forbidden: Collection[str],
+    matcher: ProcessMatcher,
+    *,
+    now: dt.datetime,
+    previous_contact: dt.datetime,
+    program_in_use: bool,
+    late: dt.timedelta = LATE_FACT,
+) -> set[RuleKind]:
+    """The rule kinds a live report of ``facts`` can change: :func:`affected_kinds`, narrowed for the common report.
+
+    Most reports are a heartbeat and a few office programs starting or stopping; judging all programs
+    and the agent's whole presence again for each would cost every report a full evaluation. So:
+
+    * a heartbeat changes no program run, session or device: it only shows the machine is still on
+      (``powered_on_after_hours``); boot, shutdown, suspend and resume still count as power facts;
+    * programs (``forbidden_program``) are judged again only when a started or stopped process, or a
+      foreground window, is of a ``forbidden`` category, when a process snapshot arrives, or when
+      ``program_in_use`` (a forbidden-program violation of the agent was still growing lately: its
+      end moves with the facts that follow);
+    * ``agent_silent`` (any fact shows the agent alive) only after a silence: the agent's previous contact,
+      or a fact of the batch, is more than ``late`` before ``now`` (an outbox draining after an outage);
+      silences still going on are the sweep's.
+    """
+    kinds: set[str] = set()
+    program_facts = False
+    for fact in facts:
+        kind = fact.WhichOneof("kind") or ""
+        if kind == "power" and fact.power.kind == facts_pb2.PowerEvent.KIND_HEARTBEAT:
+            kinds.add("heartbeat")
+            continue
+        kinds.add(kind)
+        if kind == "process_started":
+            process = fact.process_started.process
+            program_facts |= _forbidden(matcher.match_process(process.name, process.executable), forbidden)
+        elif kind == "process_stopped":
+            program_facts |= _forbidden(matcher.match_process(fact.process_stopped.name), forbidden)
+        elif kind == "foreground":
+            program_facts |= fact.foreground.category in forbidden
+        elif kind in ("process_snapshot", "power"):
+            program_facts = True
+    affected = {kind for kind, reads in KIND_FACTS.items() if reads is not None and reads & kinds}
+    if "heartbeat" in kinds:
+        affected.add(RuleKind.POWERED_ON_AFTER_HOURS)
+    if not (program_facts or program_in_use):
+        affected.discard(RuleKind.FORBIDDEN_PROGRAM)
+    oldest = min((f.observed_at.ToDatetime(dt.UTC) for f in facts if f.HasField("observed_at")), default=now)
+    if now - min(oldest, previous_contact) > late:
+        affected.add(RuleKind.AGENT_SILENT)
+    return affected
+
+
+def _forbidden(hit: Any, forbidden: Collection[str]) -> bool:
+    category = getattr(hit, "category", None)
+    return category is not None and str(getattr(category, "value", category)) in forbidden
+
+
 def _fact_kinds(kinds: Collection[RuleKind]) -> tuple[frozenset[str] | None, frozenset[str], bool]:
     """(fact kinds to load in the range, None: all; fact kinds to load from before it; whether any fact counts)."""
-    reads: set[str] = set()
+    reads: set[str] = set(LOGIN_FACTS)
     any_kind = False
     for kind in kinds:
         facts = KIND_FACTS[kind]
