@@ -1,7 +1,8 @@
 """The power collector: boot, shutdown and heartbeat events, each carrying when the running system booted.
 
 The controller merges heartbeats into on-intervals keyed by the boot time, so every event names it.
-The back end for this platform is chosen once, at import; Linux is ``_power_linux``.
+The back end for this platform is chosen once, at import; Linux is ``_power_linux``, Windows
+``_power_windows`` (where a Fast Startup power-on counts as a boot).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from protos.counterguard.v1 import facts_pb2
 
 if sys.platform.startswith("linux"):
     from agent.collectors import _power_linux as _backend
-else:  # pragma: no cover - the Windows back end comes later
+
+    _NO_BOOT_TIME = "{roots.procfs}/stat has no readable btime line"
+elif sys.platform == "win32":
+    from agent.collectors import _power_windows as _backend
+
+    _NO_BOOT_TIME = "Windows gave no tick count"
+else:  # pragma: no cover - no other platform has a back end
     raise NotImplementedError(f"no power collector for platform {sys.platform!r}")
 
 __all__ = ["BootTimeUnavailable", "boot_event", "boot_time", "heartbeat", "shutdown_event", "system_is_stopping"]
@@ -33,7 +40,7 @@ def boot_time(roots: Roots = Roots()) -> dt.datetime:
     """When the running system booted, aware UTC. Raises :class:`BootTimeUnavailable` if that is unknown."""
     booted = _backend.read_boot_time(roots)
     if booted is None:
-        raise BootTimeUnavailable(f"no boot time: {roots.procfs / 'stat'} has no readable btime line")
+        raise BootTimeUnavailable(f"no boot time: {_NO_BOOT_TIME.format(roots=roots)}")
     return booted
 
 
@@ -63,5 +70,6 @@ def system_is_stopping(roots: Roots = Roots(), clock: Clock = utc_now) -> bool:
 
     On Linux: systemd runs the machine and either a scheduled shutdown is due
     (``/run/systemd/shutdown/scheduled``) or ``/run/nologin`` exists; see ``_power_linux`` for why.
+    On Windows: the Service Control Manager told the service so; see ``_power_windows``.
     """
     return _backend.system_is_stopping(roots, clock)

@@ -12,8 +12,8 @@ observer on the mount roots (``/media``, ``/run/media``, ``/mnt`` or the policy'
 subdirectories (``/media/<user>``), and on ``<sysfs>/block`` unless that is a real sysfs, where inotify
 sees no devices come and go (the poll, every 2 s by default, is what finds them there).
 
-The back end for this platform is chosen once, at import; Linux is ``_removable_linux``. Elsewhere the
-tracker sees nothing and says so once.
+The back end for this platform is chosen once, at import; Linux is ``_removable_linux``, Windows
+``_removable_windows``. Elsewhere the tracker sees nothing and says so once.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -38,7 +39,9 @@ from protos.counterguard.v1 import facts_pb2
 _backend: ModuleType | None
 if sys.platform.startswith("linux"):
     from agent.collectors import _removable_linux as _backend
-else:  # pragma: no cover - the Windows back end comes later
+elif sys.platform == "win32":
+    from agent.collectors import _removable_windows as _backend
+else:  # pragma: no cover - neither Linux nor Windows
     _backend = None
 
 __all__ = ["MountWatcher", "RemovableTracker", "disk_key"]
@@ -65,19 +68,21 @@ def _event(template: facts_pb2.RemovableStorage, action: Action) -> facts_pb2.Re
 class RemovableTracker:
     """Remembers the removable disks and their mounts, and reports what changed since the last poll."""
 
-    def __init__(self, roots: Roots = Roots()) -> None:
+    def __init__(self, roots: Roots = Roots(), *, backend: Any = None) -> None:
+        """``backend``: this platform's (the default), or another with the same functions (tests)."""
         self._roots = roots
+        self._backend = backend if backend is not None else _backend
         self._disks: dict[DiskKey, facts_pb2.RemovableStorage] = {}
         self._mounts: dict[MountKey, facts_pb2.RemovableStorage] = {}
         self._log_once = LogOnce(log, "removable storage")
 
     def poll(self) -> list[facts_pb2.RemovableStorage]:
         """UNMOUNTED, REMOVED, ATTACHED and MOUNTED events since the previous poll."""
-        if _backend is None:
+        if self._backend is None:
             self._log_once(f"no removable-storage probe for platform {sys.platform!r}")
             return []
-        disks = {disk_key(d): d for d in _backend.removable_disks(self._roots)}
-        mounted = self._mounted(disks, _backend.mounts(self._roots))
+        disks = {disk_key(d): d for d in self._backend.removable_disks(self._roots)}
+        mounted = self._mounted(disks, self._backend.mounts(self._roots))
         events = [
             *(_event(m, facts_pb2.RemovableStorage.ACTION_UNMOUNTED) for k, m in self._mounts.items() if k not in mounted),
             *(_event(d, facts_pb2.RemovableStorage.ACTION_REMOVED) for k, d in self._disks.items() if k not in disks),
@@ -87,14 +92,13 @@ class RemovableTracker:
         self._disks, self._mounts = disks, mounted
         return events
 
-    @staticmethod
-    def _mounted(disks: dict[DiskKey, facts_pb2.RemovableStorage],
+    def _mounted(self, disks: dict[DiskKey, facts_pb2.RemovableStorage],
                  table: Iterable[tuple[str, str, str]]) -> dict[MountKey, facts_pb2.RemovableStorage]:
         """The mounts of the given disks: each a copy of its disk with device, mount point and type set."""
         found: dict[MountKey, facts_pb2.RemovableStorage] = {}
         for source, mount_point, fs_type in table:
             for key, disk in disks.items():
-                if _backend is not None and _backend.belongs_to(source, disk.device):
+                if self._backend.belongs_to(source, disk.device):
                     mount = facts_pb2.RemovableStorage()
                     mount.CopyFrom(disk)
                     mount.device, mount.mount_point, mount.fs_type = source, mount_point, fs_type

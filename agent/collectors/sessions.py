@@ -1,7 +1,8 @@
 """The session collector: who is logged in, as a snapshot first and then login and logout events.
 
 A session is identified by ``(user, terminal, start time)``. The back end for this platform is chosen
-once, at import; Linux reads utmp (``_utmp_linux``).
+once, at import; Linux reads utmp (``_utmp_linux``), Windows asks the Remote Desktop Services API
+(``_sessions_windows``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from protos.counterguard.v1 import facts_pb2
 
 if sys.platform.startswith("linux"):
     from agent.collectors import _utmp_linux as _backend
-else:  # pragma: no cover - the Windows back end comes later
+elif sys.platform == "win32":
+    from agent.collectors import _sessions_windows as _backend
+else:  # pragma: no cover - no other platform has a back end
     raise NotImplementedError(f"no session collector for platform {sys.platform!r}")
 
 __all__ = ["SessionTracker", "collect_sessions", "session_key"]
