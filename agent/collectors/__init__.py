@@ -36,6 +36,8 @@ class Roots:
     application_dirs: tuple[Path, ...] = DEFAULT_APPLICATION_DIRS
     flatpak_dirs: tuple[Path, ...] = (Path("/var/lib/flatpak"),)
     snap_dir: Path = Path("/snap")
+    # Where programs are unpacked outside any package database; watched for new installs.
+    opt_dirs: tuple[Path, ...] = (Path("/opt"),)
     utmp: Path = Path("/run/utmp")
     var_log: Path = Path("/var/log")
     run: Path = Path("/run")

@@ -3,6 +3,9 @@
 An item is identified on a workstation by ``(source, name)``; :class:`SoftwareTracker` remembers the last
 list it reported and turns the next scan into a ``SoftwareDelta`` (added, removed, changed). The back end
 for this platform is chosen once, at import; Linux is ``_software_linux``.
+
+:class:`InstallWatcher` (from ``_install_watch``) asks for such a scan within seconds of an install: a
+watchdog observer on the install locations, one rescan per burst of changes.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import sys
 
 from agent.collectors import Roots
+from agent.collectors._install_watch import InstallWatcher
 from protos.counterguard.v1 import facts_pb2
 
 if sys.platform.startswith("linux"):
@@ -19,7 +23,7 @@ elif sys.platform == "win32":
 else:  # pragma: no cover - no other platform has a back end
     raise NotImplementedError(f"no software collector for platform {sys.platform!r}")
 
-__all__ = ["SoftwareTracker", "collect_software", "software_key"]
+__all__ = ["InstallWatcher", "SoftwareTracker", "collect_software", "software_key"]
 
 SoftwareKey = tuple[int, str]
 
