@@ -6,6 +6,8 @@ Usage::
                        --ca-cert FILE [--hostname NAME] [--force]
     counterguard-agent [--config FILE] [--state-dir DIR] run [--once]
     counterguard-agent [--config FILE] [--state-dir DIR] status [--json]
+    counterguard-agent [--config FILE] [--state-dir DIR] session-helper   (in each user's session, at logon)
+    counterguard-agent [--config FILE] [--state-dir DIR] install [--start] | uninstall | service   (Windows)
 
 argparse only, and each command imports what it needs when it runs, to keep the service small.
 Errors print ``error: <message>`` on stderr and exit 1, never a traceback.
@@ -14,6 +16,7 @@ Errors print ``error: <message>`` on stderr and exit 1, never a traceback.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
@@ -26,6 +29,9 @@ from typing import Any
 from agent import __version__
 from agent.config import AgentConfig, load_config
 from agent.errors import AgentError
+from agent.windows.commands import COMMANDS as WINDOWS_COMMANDS
+from agent.windows.commands import add_commands as add_windows_commands
+from agent.windows.commands import run as run_windows_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="show the enrolment and the outbox")
     status.add_argument("--json", action="store_true", help="print JSON")
+    commands.add_parser("session-helper", help="run in a user's session: show notices, tell the agent about "
+                        "input idleness and the foreground window (started at logon)")
+    add_windows_commands(commands)
     return parser
 
 
@@ -69,9 +78,17 @@ def _enroll(config: AgentConfig, args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(config: AgentConfig, args: argparse.Namespace) -> int:
+def _run(config: AgentConfig, args: argparse.Namespace, platform: str = sys.platform) -> int:
+    from agent import selflimit
+    from agent.logs import log_to_file
     from agent.service import AgentService
 
+    selflimit.lower_priority()  # before any thread starts: threads inherit it
+    if platform == "win32":  # the WMI probes run on the agent's threads, as under the service
+        from agent.windows.service import enter_multithreaded_apartment
+
+        enter_multithreaded_apartment()
+    log_to_file(config)
     service = AgentService(config)
     try:
         if args.once:
@@ -81,6 +98,8 @@ def _run(config: AgentConfig, args: argparse.Namespace) -> int:
         return service.run()
     finally:
         service.close()
+        if service.restart_requested:
+            selflimit.reexec()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -94,6 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _enroll(config, args)
         if args.command == "run":
             return _run(config, args)
+        if args.command == "session-helper":
+            from agent.session.helper import run_session_helper
+
+            return run_session_helper(config.run_dir)
+        if args.command in WINDOWS_COMMANDS:
+            return run_windows_command(config, args)
         return _status(config, args)
     except AgentError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -110,9 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def status_report(config: AgentConfig) -> dict[str, Any]:
-    """What ``status`` shows, as plain data: the enrolment and the outbox (never creating either)."""
+    """What ``status`` shows, as plain data: the enrolment, the outbox and the running agent (never creating any)."""
     from agent.enroll import load_enrollment
     from agent.errors import NotEnrolledError
+    from agent.status_file import read_status
 
     report: dict[str, Any] = {"state_dir": str(config.state_dir), "enrolled": False}
     try:
@@ -124,6 +150,7 @@ def status_report(config: AgentConfig) -> dict[str, Any]:
                       controller=enrollment.report_address, enrolled_via=enrollment.controller,
                       enrolled_at=enrollment.enrolled_at.isoformat())
     report["outbox"] = _outbox_report(config) if config.outbox_path.exists() else None
+    report["agent"] = read_status(config.status_path, dt.datetime.now(dt.UTC))  # resource use, shed work
     return report
 
 
@@ -147,6 +174,8 @@ def _outbox_report(config: AgentConfig) -> dict[str, Any]:
 
 
 def _status(config: AgentConfig, args: argparse.Namespace) -> int:
+    from agent.status_file import describe
+
     report = status_report(config)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
@@ -157,6 +186,7 @@ def _status(config: AgentConfig, args: argparse.Namespace) -> int:
         print(f"controller:    {report['controller']} (enrolled via {report['enrolled_via']})")
     else:
         print(f"enrolled:      no ({report['not_enrolled_reason']})")
+    print("\n".join(describe(report["agent"])))
     box = report["outbox"]
     if box is None:
         print(f"outbox:        none yet ({config.outbox_path})")

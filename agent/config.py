@@ -2,7 +2,8 @@
 
 This is the one place that reads configuration. Precedence, lowest first: the defaults of
 :class:`AgentConfig`, the TOML file (``--config``, else ``$COUNTERGUARD_AGENT_CONFIG``, else
-``/etc/counterguard/agent.toml`` when it exists; keys at the top level or in an ``[agent]`` table),
+``/etc/counterguard/agent.toml`` when it exists, on Windows ``%ProgramData%\\CounterGuard\\agent.toml``; keys at
+the top level or in an ``[agent]`` table),
 environment variables ``COUNTERGUARD_AGENT_<FIELD>`` (e.g. ``COUNTERGUARD_AGENT_STATE_DIR``), and
 finally what the command line passes as ``overrides``. Any invalid value raises
 :class:`~agent.errors.ConfigError` naming the file or variable and the field.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -24,7 +26,14 @@ from agent.errors import ConfigError
 
 ENV_PREFIX = "COUNTERGUARD_AGENT_"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
-DEFAULT_CONFIG_FILE = Path("/etc/counterguard/agent.toml")
+if sys.platform == "win32":  # under %ProgramData%\CounterGuard (agent.windows.paths)
+    from agent.windows import paths as _windows_paths
+
+    DEFAULT_CONFIG_FILE = Path(_windows_paths.config_file())
+    DEFAULT_STATE_DIR = Path(_windows_paths.state_dir())
+else:
+    DEFAULT_CONFIG_FILE = Path("/etc/counterguard/agent.toml")
+    DEFAULT_STATE_DIR = Path("/var/lib/counterguard-agent")
 MiB = 1024 * 1024
 
 
@@ -32,8 +41,8 @@ MiB = 1024 * 1024
 class AgentConfig:
     """Everything the agent needs to know about its surroundings; intervals are in seconds."""
 
-    # Holds outbox.db, key.pem (0600), cert.pem, ca.pem and enrollment.json.
-    state_dir: Path = Path("/var/lib/counterguard-agent")
+    # Holds outbox.db, key.pem (0600), cert.pem, ca.pem, enrollment.json, agent.log and status.json.
+    state_dir: Path = DEFAULT_STATE_DIR
     report_interval_seconds: float = 5
     heartbeat_interval_seconds: float = 60
     process_poll_interval_seconds: float = 2
@@ -65,7 +74,31 @@ class AgentConfig:
     extra_application_dirs: tuple[Path, ...] = ()
     # None: the system's /var/lib/dpkg/status.
     dpkg_status: Path | None = None
+    # A change in an install location (dpkg's database, application folders, /opt ...) triggers one
+    # software rescan once the burst of changes has been quiet this long, or this long after it began.
+    install_watch_quiet_seconds: float = 2
+    install_watch_max_delay_seconds: float = 8
+    # Self-limits (see agent/selflimit.py): checked this often; CPU in % of one core averaged over the
+    # window; past a limit optional work is shed, and restored after being back under for a while.
+    self_limit_check_interval_seconds: float = 10
+    self_limit_cpu_percent: float = 5
+    self_limit_cpu_window_seconds: float = 60
+    self_limit_rss_mib: float = 120
+    self_limit_restore_seconds: float = 120
+    # Restart when the RSS passes rss × this factor, or stays over the limit this many checks after shedding,
+    # but never sooner than the minimum uptime (no restart loop when the limit is set too low).
+    self_limit_hard_rss_factor: float = 1.5
+    self_limit_restart_checks: int = 3
+    self_limit_restart_min_uptime_seconds: float = 300
     log_level: str = "INFO"
+    # The session helpers' channel: ``session.sock`` in this folder (Linux; Windows uses a named pipe).
+    run_dir: Path = Path("/run/counterguard-agent")
+    # Input idleness and the foreground window: "agent" (its own probes), "helper" (the session
+    # helper's), "auto" (the helper on Windows, whose service cannot see the desktop; else the agent's).
+    desktop_probes: str = "auto"
+    # The JSON-lines log in the state directory: rotated at this size, keeping this many old files.
+    log_max_bytes: int = 5 * MiB
+    log_backup_count: int = 3
 
     @property
     def outbox_path(self) -> Path:
@@ -87,12 +120,26 @@ class AgentConfig:
     def enrollment_path(self) -> Path:
         return self.state_dir / "enrollment.json"
 
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / "agent.log"
+
+    @property
+    def status_path(self) -> Path:
+        """What the running agent writes at every self-limit check, for ``counterguard-agent status``."""
+        return self.state_dir / "status.json"
+
 
 _TYPES: dict[str, Any] = typing.get_type_hints(AgentConfig)
 _MINIMUMS: dict[str, float] = {
     "batch_max_facts": 1,
     "batch_max_bytes": 1024,
     "outbox_max_facts": 100,
+    "self_limit_hard_rss_factor": 1,
+    "self_limit_restart_checks": 1,
+    "self_limit_restart_min_uptime_seconds": 0,
+    "log_max_bytes": 64 * 1024,
+    "log_backup_count": 1,
 }
 
 
@@ -148,6 +195,10 @@ def _check(config: AgentConfig, sources: Mapping[str, str]) -> None:
             fail(name, f"must be above 0, got {value}")
     if config.backoff_initial_seconds > config.backoff_max_seconds:
         fail("backoff_initial_seconds", "must not exceed backoff_max_seconds")
+    if config.install_watch_quiet_seconds > config.install_watch_max_delay_seconds:
+        fail("install_watch_quiet_seconds", "must not exceed install_watch_max_delay_seconds")
+    if config.desktop_probes not in ("auto", "agent", "helper"):
+        fail("desktop_probes", f"unknown value {config.desktop_probes!r} (use auto, agent or helper)")
     if not isinstance(logging.getLevelName(config.log_level.upper()), int):
         fail("log_level", f"unknown level {config.log_level!r} (use DEBUG, INFO, WARNING or ERROR)")
 

@@ -7,10 +7,15 @@ processes, sessions, software, input activity, removable storage, the foreground
 policy turns it on) and the antivirus products (only those the policy lists), sends heartbeats and
 checks the inventory (queued only when its hash changed or a full interval passed), each at its
 interval, and a step at once when something asks for it (a watchdog observer on the mount roots asks
-for the removable-storage poll). The transport thread sends every ``report_interval`` and soon after
-new facts arrive, carries out the controller's commands and fetches the policy when its version changes
-(the policy's non-zero intervals replace the configured ones; its title patterns, antivirus products
-and mount roots go to the collectors). On SIGTERM/SIGINT the loops stop, a shutdown event is queued if
+for the removable-storage poll, one on the install locations for the software scan). The transport
+thread sends every ``report_interval`` and soon after new facts arrive, carries out the controller's
+commands and fetches the policy when its version changes (the policy's non-zero intervals replace the
+configured ones; its title patterns, antivirus products and mount roots go to the collectors). A third
+thread keeps the agent within its self-limits (``agent.selflimit``): a step it shed runs only when
+asked for, and when it asks for a restart the service stops as on SIGTERM with ``restart_requested``
+set. The session helpers (``agent.session``) are listened for while the service runs: they show the
+notices a Report answer carries, and on Windows read input idleness and the foreground window for it.
+On SIGTERM/SIGINT the loops stop, a shutdown event is queued if
 the system itself is stopping, and one last send is tried.
 :meth:`AgentService.run_once` queues the start-up facts and sends until the outbox is empty.
 """
@@ -37,6 +42,8 @@ from agent.config import AgentConfig
 from agent.enroll import load_enrollment
 from agent.errors import AgentError, DeliveryError
 from agent.outbox import Outbox
+from agent.selflimit import SelfLimitWatch
+from agent.session.link import SessionLink
 from agent.transport import Transport
 from protos.counterguard.v1 import agent_pb2, facts_pb2
 
@@ -139,12 +146,19 @@ class AgentService:
         self._software = software.SoftwareTracker(self.roots)
         self._processes = processes.ProcessTracker(clock)
         self._sessions = sessions.SessionTracker(self.roots)
-        self._activity = activity.ActivityTracker(self.intervals.idle_threshold, roots=self.roots)
-        self._foreground = foreground.ForegroundTracker(roots=self.roots)
+        self.session = SessionLink(config)  # the session helpers: notices, and the desktop on Windows
+        self._activity = activity.ActivityTracker(self.intervals.idle_threshold, self.session.idle_reader(),
+                                                  roots=self.roots)
+        self._foreground = self.session.foreground_tracker() or foreground.ForegroundTracker(roots=self.roots)
         self._foreground_enabled = False
         self._removable = removable.RemovableTracker(self.roots)
         self._mount_watcher = removable.MountWatcher(lambda: self.collect_soon("removable poll"), self.roots)
         self._antivirus = antivirus.AntivirusChecker(roots=self.roots)
+        self._install_watcher = software.InstallWatcher(
+            lambda: self.collect_soon("software scan"), self.roots,
+            quiet=config.install_watch_quiet_seconds, max_delay=config.install_watch_max_delay_seconds)
+        self.self_limit = SelfLimitWatch.from_config(config, enqueue=self._enqueue, restart=self._restart, clock=clock)
+        self.restart_requested = False  # the self-limits asked for a fresh process once this one has stopped
         self._collect_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()  # new facts: send soon
@@ -246,7 +260,8 @@ class AgentService:
             for name, interval, action in tasks:
                 if name in asked or time.monotonic() >= due(name, interval):
                     last_run[name] = time.monotonic()
-                    self._safely(name, action)
+                    if name in asked or name not in self.self_limit.shed_steps:  # shed: only when asked for
+                        self._safely(name, action)
             next_due = min(due(name, interval) for name, interval, _ in tasks)
             self._nudge.wait(max(0.05, next_due - time.monotonic()))
             self._nudge.clear()
@@ -264,6 +279,8 @@ class AgentService:
                 log.warning("ignoring an unknown command kind=%d", command.kind)
         if response.policy_version and response.policy_version != self.policy_version:
             self._update_policy()
+        if response.notices:
+            self.session.announce(response.notices)
 
     def _update_policy(self) -> None:
         try:
@@ -285,6 +302,7 @@ class AgentService:
             self._foreground.reset()
             self.collect_soon("foreground poll")
         self._foreground_enabled = policy.foreground_enabled
+        self.session.apply_policy(policy, self.intervals.activity_poll_interval, self.intervals.foreground_poll_interval)
         self._antivirus.set_probes(policy.antivirus)
         if policy.antivirus:
             self.collect_soon("antivirus check")
@@ -329,6 +347,11 @@ class AgentService:
         return (f"{self.outbox.depth()} facts not delivered to {self.transport.enrollment.report_address} "
                 f"within {self.config.run_once_timeout_seconds:g}s ({why}); they stay in the outbox")
 
+    def _restart(self) -> None:
+        """The self-limits' RESTART fact is in the outbox: stop, and let the command line start afresh."""
+        self.restart_requested = True
+        self.stop()
+
     def stop(self) -> None:
         """Ask the loops to stop (safe from a signal handler or another thread)."""
         self._stop.set()
@@ -340,8 +363,11 @@ class AgentService:
         self._install_signal_handlers()
         self.enqueue_startup()
         self._mount_watcher.start()
+        self._install_watcher.start()
+        self.session.start()
         threads = [threading.Thread(target=loop, name=name, daemon=True)
-                   for name, loop in (("collectors", self._collector_loop), ("transport", self._transport_loop))]
+                   for name, loop in (("collectors", self._collector_loop), ("transport", self._transport_loop),
+                                      ("self-limit", lambda: self.self_limit.run(self._stop)))]
         for thread in threads:
             thread.start()
         log.info("agent running agent_id=%s controller=%s", self.transport.enrollment.agent_id,
@@ -351,6 +377,8 @@ class AgentService:
         for thread in threads:
             thread.join(timeout=self.config.rpc_timeout_seconds + 1)
         self._mount_watcher.stop()
+        self._install_watcher.stop()
+        self.session.stop()
         self._shutdown(transport_idle=not threads[1].is_alive())
         return 0
 
@@ -378,5 +406,7 @@ class AgentService:
 
     def close(self) -> None:
         self._mount_watcher.stop()
+        self._install_watcher.stop()
+        self.session.stop()
         self.transport.close()
         self.outbox.close()

@@ -6,6 +6,9 @@ outbox is empty. What a failed call means is decided by :func:`decide` from its 
 long to wait by :func:`backoff_delay` (exponential with full jitter); both are pure functions:
 
 - ``UNAVAILABLE``, ``DEADLINE_EXCEEDED`` and unexpected codes: stop, retry later with backoff;
+- ``RESOURCE_EXHAUSTED`` with the trailing metadata ``retry-after-ms``: the controller's per-agent
+  rate limit, not a batch too large: stop and send the same facts again after that long (at most
+  the maximum backoff);
 - ``INVALID_ARGUMENT`` and ``RESOURCE_EXHAUSTED``: halve the batch and retry, so one bad or huge fact
   does not cost the good ones beside it; a single fact still refused is set aside with the
   controller's reason (the outbox then queues a notice) and sending goes on. Nothing is retried
@@ -39,6 +42,7 @@ from protos.counterguard.v1 import agent_pb2, agent_pb2_grpc, facts_pb2
 log = logging.getLogger(__name__)
 LAST_REPORT_AT = "last_report_at"
 REVOKED_MESSAGE = "this agent's certificate was revoked or is unknown: enrol again"
+RETRY_AFTER_KEY = "retry-after-ms"
 
 
 class Action(enum.Enum):
@@ -57,6 +61,16 @@ def decide(code: grpc.StatusCode, batch_size: int) -> Action:
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return Action.REENROL
     return Action.RETRY_LATER
+
+
+def throttle_seconds(code: grpc.StatusCode, trailing_metadata: object) -> float | None:
+    """The wait a rate-limited controller asked for (``RESOURCE_EXHAUSTED`` + ``retry-after-ms``), else None."""
+    if code != grpc.StatusCode.RESOURCE_EXHAUSTED or not isinstance(trailing_metadata, (tuple, list)):
+        return None
+    for key, value in trailing_metadata:
+        if key == RETRY_AFTER_KEY and str(value).isdigit():
+            return int(value) / 1000.0
+    return None
 
 
 def backoff_delay(failures: int, initial: float, maximum: float, rand: Callable[[], float] = random.random) -> float:
@@ -147,8 +161,19 @@ class Transport:
         try:
             response = self._stub_for_call().Report(request, timeout=timeout)
         except grpc.RpcError as exc:
+            wait = throttle_seconds(exc.code(), exc.trailing_metadata())
+            if wait is not None:
+                self._throttled(wait, exc.details() or "")
+                return None
             return self._failed(batch, exc.code(), exc.details() or "")
         return self._acknowledged(batch, response)
+
+    def _throttled(self, seconds: float, details: str) -> None:
+        """Keep the batch and wait as long as the controller asked (bounded by the maximum backoff)."""
+        delay = min(seconds, self.config.backoff_max_seconds)
+        self.last_error = f"RESOURCE_EXHAUSTED: {details}"
+        self.retry_at = self._monotonic() + delay
+        log.info("controller asked this agent to slow down; next report in %.2fs (%s)", delay, details)
 
     def _acknowledged(self, batch: list[facts_pb2.Fact], response: agent_pb2.ReportResponse) -> int | None:
         ack = response.acknowledged_sequence

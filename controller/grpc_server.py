@@ -2,7 +2,8 @@
 
 Each method identifies the caller, calls one service (:mod:`controller.enrollment`,
 :mod:`controller.ingest`, the policy provider) and maps the service's errors to gRPC status
-codes, with the error's sentence as details; a stored Report is then handed to the rules service.
+codes, with the error's sentence as details; a stored Report is then handed to the rules service, and
+its answer carries the policy provider's notices about the violations that evaluation recorded first.
 Report and FetchPolicy take the agent's identity from the verified client certificate, never from
 the message.
 """
@@ -21,6 +22,7 @@ from controller.agents import AgentDirectory
 from controller.enrollment import EnrollmentService
 from controller.errors import Conflict, CounterGuardError, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from controller.models import Agent
+from controller.policy.notices import RecordedViolation
 from protos.counterguard.v1 import agent_pb2, agent_pb2_grpc, facts_pb2
 
 log = logging.getLogger(__name__)
@@ -48,16 +50,25 @@ class Ingest(Protocol):
     def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact]) -> Acknowledgement: ...
 
 
+class Evaluation(Protocol):
+    """What an evaluation after ingest tells Report: :class:`controller.rules.service.EvaluationResult`."""
+
+    @property
+    def new(self) -> Sequence[RecordedViolation]: ...
+
+
 class AfterIngest(Protocol):
     """What Report calls once a batch is stored: :meth:`controller.rules.service.RulesService.on_ingest`."""
 
-    def on_ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact]) -> object: ...
+    def on_ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact]) -> Evaluation | None: ...
 
 
 class PolicyProvider(Protocol):
-    """Where the agent-side policy comes from: its version and its content."""
+    """Where the agent-side policy comes from: its version and its content, and the notices it writes."""
 
     def current(self) -> tuple[str, agent_pb2.AgentPolicy]: ...
+
+    def notices(self, agent_id: str, recorded: Sequence[RecordedViolation]) -> list[agent_pb2.Notice]: ...
 
 
 class BuiltinPolicy:
@@ -71,6 +82,10 @@ class BuiltinPolicy:
 
     def current(self) -> tuple[str, agent_pb2.AgentPolicy]:
         return self.VERSION, agent_pb2.AgentPolicy()
+
+    def notices(self, agent_id: str, recorded: Sequence[RecordedViolation]) -> list[agent_pb2.Notice]:
+        """None: notices are off until a policy turns them on."""
+        return []
 
 
 def status_code_for(
@@ -160,11 +175,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         with _status_on_error(context, "Report", {NotFound: grpc.StatusCode.UNAUTHENTICATED}):
             agent = self._caller(context)
             result = self._ingest.ingest(agent.id, request.facts)
-        if self._rules is not None and getattr(result, "stored", len(request.facts)):
-            try:  # the facts are stored: a failing evaluation is logged, and the sweep and re-evaluation catch up
-                self._rules.on_ingest(agent.id, request.facts)
-            except Exception:  # noqa: BLE001 - never fail a Report whose facts were committed
-                log.exception("evaluating the rules after a report of agent %s failed", agent.id)
+        recorded = self._evaluate(agent.id, request.facts) if getattr(result, "stored", len(request.facts)) else ()
         version, _ = self._policies.current()
         if result.conflicts:
             log.warning("agent %s re-used %d sequence numbers for new facts (from %d); asked it to renumber them",
@@ -173,7 +184,29 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             acknowledged_sequence=result.acknowledged_sequence,
             policy_version=version,
             conflicting_sequences=result.conflicts,
+            notices=self._notices(agent.id, recorded),
         )
+
+    def _evaluate(self, agent_id: str, facts: Sequence[facts_pb2.Fact]) -> Sequence[RecordedViolation]:
+        """Run the rules over a stored batch; the violations it recorded for the first time."""
+        if self._rules is None:
+            return ()
+        try:  # the facts are stored: a failing evaluation is logged, and the sweep and re-evaluation catch up
+            evaluation = self._rules.on_ingest(agent_id, facts)
+        except Exception:  # noqa: BLE001 - never fail a Report whose facts were committed
+            log.exception("evaluating the rules after a report of agent %s failed", agent_id)
+            return ()
+        return evaluation.new if evaluation is not None else ()
+
+    def _notices(self, agent_id: str, recorded: Sequence[RecordedViolation]) -> list[agent_pb2.Notice]:
+        """The policy's notices about ``recorded``; a failure is logged and costs only the notices."""
+        if not recorded:
+            return []
+        try:
+            return self._policies.notices(agent_id, recorded)
+        except Exception:  # noqa: BLE001 - never fail a Report whose facts were committed
+            log.exception("writing the notices for agent %s failed", agent_id)
+            return []
 
     def FetchPolicy(
         self, request: agent_pb2.FetchPolicyRequest, context: grpc.ServicerContext

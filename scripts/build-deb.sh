@@ -99,6 +99,8 @@ fi
 # ---------------------------------------------------------------- unit, configuration, docs
 install -D -m 0644 "$REPO/packaging/systemd/$PACKAGE.service" "$STAGE/lib/systemd/system/$PACKAGE.service"
 install -D -m 0644 "$REPO/packaging/agent.toml" "$STAGE/etc/counterguard/agent.toml"
+# The session helper starts in every graphical session (notices; see agent/session/__init__.py).
+install -D -m 0644 "$REPO/packaging/xdg/$PACKAGE-session.desktop" "$STAGE/etc/xdg/autostart/$PACKAGE-session.desktop"
 install -d "$STAGE/usr/share/doc/$PACKAGE"
 cat > "$STAGE/usr/share/doc/$PACKAGE/copyright" <<TXT
 CounterGuard workstation agent, licensed under the Apache License 2.0 (/usr/share/common-licenses/Apache-2.0).
@@ -128,7 +130,7 @@ Description: CounterGuard workstation agent
  Runs from a private Python environment in $PREFIX. Enrol with
  "counterguard-agent enroll", then "systemctl start counterguard-agent".
 CTL
-echo /etc/counterguard/agent.toml > "$STAGE/DEBIAN/conffiles"
+printf '%s\n' /etc/counterguard/agent.toml "/etc/xdg/autostart/$PACKAGE-session.desktop" > "$STAGE/DEBIAN/conffiles"
 for script in postinst prerm postrm; do
     install -m 0755 "$REPO/packaging/debian/$script" "$STAGE/DEBIAN/$script"
 done

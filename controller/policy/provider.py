@@ -1,9 +1,11 @@
-"""The agent's part of the active policy, for ``FetchPolicy`` and the version in every ``Report`` answer.
+"""The agent's part of the active policy, for ``FetchPolicy``, the version in every ``Report`` answer and
+the notices it carries.
 
 :class:`StoredPolicyProvider` implements :class:`controller.grpc_server.PolicyProvider` over the
 :class:`~controller.policy.store.PolicyStore`. It asks the store at most every ``refresh_seconds``
 (every Report answer carries the version, so this runs per call), and builds the ``AgentPolicy``
-once per policy version. Until a policy is active it serves the built-in empty one.
+once per policy version. Until a policy is active it serves the built-in empty one. Notices are
+written with the policy active when they are asked for (see :mod:`controller.policy.notices`).
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from controller.clock import Clock, utc_now
 from controller.grpc_server import BuiltinPolicy
 from controller.policy.model import Category, RuleKind
+from controller.policy.notices import RecordedViolation, notices_for
 from controller.policy.store import LoadedPolicy, PolicyStore
 from protos.counterguard.v1 import agent_pb2
 
@@ -54,6 +58,7 @@ def agent_policy(loaded: LoadedPolicy) -> agent_pb2.AgentPolicy:
         report_titles=settings.report_titles,
         antivirus_check_interval_seconds=settings.antivirus_check_interval_seconds,
         removable_mount_roots=list(settings.removable_mount_roots),
+        notices_enabled=settings.notices_enabled,
         antivirus=[
             agent_pb2.AntivirusProbe(
                 name=product.name,
@@ -77,8 +82,10 @@ class StoredPolicyProvider:
         store: PolicyStore,
         refresh_seconds: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock = utc_now,
     ) -> None:
         self._store = store
+        self._clock = clock
         self._refresh = refresh_seconds
         self._monotonic = monotonic
         self._lock = threading.Lock()
@@ -102,3 +109,16 @@ class StoredPolicyProvider:
                 self._current = (loaded.version, agent_policy(loaded))
                 self._sha = loaded.record.sha256
             return self._current
+
+    def notices(self, agent_id: str, recorded: Sequence[RecordedViolation]) -> list[agent_pb2.Notice]:
+        """The notices announcing the agent's newly recorded violations; none when the active policy's
+        notices are off, no policy is active, or the store cannot be read (logged)."""
+        if not recorded:
+            return []
+        try:
+            loaded = self._store.active()
+        except SQLAlchemyError as exc:
+            log.warning("cannot read the active policy (%s); %d new violations of agent %s not announced",
+                        exc, len(recorded), agent_id)
+            return []
+        return notices_for(loaded.policy, recorded, agent_id, self._clock()) if loaded is not None else []

@@ -164,8 +164,8 @@ def controller(pki: ServerPKI, clock) -> Iterator[ControllerServer]:
 @pytest.fixture
 def agent_config(tmp_path: Path) -> AgentConfig:
     return AgentConfig(
-        state_dir=tmp_path / "agent", rpc_timeout_seconds=5, backoff_initial_seconds=1, backoff_max_seconds=60,
-        outbox_max_facts=1000, run_once_timeout_seconds=20,
+        state_dir=tmp_path / "agent", run_dir=tmp_path / "run", rpc_timeout_seconds=5, backoff_initial_seconds=1,
+        backoff_max_seconds=60, outbox_max_facts=1000, run_once_timeout_seconds=20,
     )
 
 
