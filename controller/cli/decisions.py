@@ -205,7 +205,7 @@ def devices_list(as_json: bool = JsonOption) -> None:
 @account_app.command("map")
 def account_map(
     account: str = typer.Argument(..., help="The OS login name."),
-    staff: str = typer.Option(..., "--staff", help="The staff member it belongs to."),
+    staff: str = typer.Option(..., "--staff", help="Staff number (工号) of the owner; see `counterguard staff list`."),
     window: list[str] = typer.Option([], "--window", help="A window they may use (repeat; none: any window)."),
     start: Optional[str] = typer.Option(None, "--from", help="Valid from (default: always)."),
     end: Optional[str] = typer.Option(None, "--to", help="Valid until (default: always)."),

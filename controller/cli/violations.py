@@ -1,5 +1,7 @@
 """``counterguard violations list | show | confirm | dismiss | evaluate``: what the rules found, and judging it.
 
+``show`` says whom a violation counts against (:mod:`controller.org.attribution`), or why nobody.
+
 Times people type (``--from``, ``--to``) are in the active policy's time zone (Asia/Shanghai
 without one): ``2026-11-02`` is the start of that day for ``--from`` and its end for ``--to``;
 ``2026-11-02 18:30`` is that local time; a time with an offset (``…T10:30:00+00:00``) is taken as given.
@@ -16,8 +18,9 @@ from zoneinfo import ZoneInfo
 import typer
 
 from controller.cli import context
-from controller.cli.output import JsonOption, print_fields, print_json, print_table
+from controller.cli.output import JsonOption, print_fields, print_json, print_table, to_jsonable
 from controller.errors import InvalidInput
+from controller.org.attribution import Attribution, AttributionInput, OrgDirectory
 from controller.rules.service import EvaluationResult, RulesService
 from controller.rules.violations import ViolationRecord, ViolationService
 
@@ -118,13 +121,28 @@ def list_violations(
 def show(violation_id: int = IdArgument, as_json: bool = JsonOption) -> None:
     """One violation with its evidence: the summary and the facts it came from."""
     v = _service().get(violation_id)
+    with context.engine().connect() as conn:
+        directory = OrgDirectory.load(conn)
+    attribution = directory.attribute(AttributionInput(v.id, v.window, v.local_date, v.occurred_at,
+                                                       tuple(v.accounts), v.attribute_to_owner))
     if as_json:
-        print_json(v)
+        people = [{**to_jsonable(p), "name": getattr(directory.staff(p.staff), "name", "")}
+                  for p in attribution.people]
+        print_json({**to_jsonable(v), "attribution": {"people": people, "unattributed": attribution.unattributed}})
         return
-    _print(v)
+    _print(v, _counts_against(directory, attribution))
 
 
-def _print(v: ViolationRecord) -> None:
+def _counts_against(directory: OrgDirectory, attribution: Attribution) -> list[tuple[str, str]]:
+    """``counts against: S001 张三 (account zhangsan)``, the owner likewise, or why nobody is named."""
+    rows = [("counts against" if p.role == "user" else "owner, counts too", f"{directory.label(p.staff)} ({p.how})")
+            for p in attribution.people]
+    if attribution.unattributed:
+        rows.insert(0, ("unattributed", attribution.unattributed))
+    return rows
+
+
+def _print(v: ViolationRecord, attribution: list[tuple[str, str]]) -> None:
     status = v.status + (f" by {v.status_by or '?'} at {v.status_at:%Y-%m-%d %H:%M} UTC: {v.status_reason}"
                          if v.status_at else "")
     cost = "informational (not scored)" if v.informational else " ".join(
@@ -135,6 +153,8 @@ def _print(v: ViolationRecord) -> None:
         ("regulation", v.ref),
         ("workstation", f"{v.agent_id} (window {v.window})" if v.window else v.agent_id),
         ("subject", v.subject),
+        ("accounts", ", ".join(v.accounts) or "none known"),
+        *attribution,
         ("local date", v.local_date),
         ("occurred", v.occurred_at),
         ("period", f"{v.period_start:%Y-%m-%d %H:%M} – {v.period_end:%Y-%m-%d %H:%M} UTC" if v.period_end

@@ -160,6 +160,8 @@ class ViolationCandidate:
     informational: bool
     attribute_to_owner: bool
     penalty: Penalty
+    # The OS accounts its evidence names, else those logged in when it happened; not part of the key.
+    accounts: tuple[str, ...] = ()
 
 
 def violation_key(rule_id: str, agent_id: str, subject_key: str, period_key: str) -> str:
@@ -372,8 +374,12 @@ class Env:
         summary: str,
         category: str = "",
         subject_key: str | None = None,
+        accounts: Iterable[str] = (),
     ) -> ViolationCandidate:
-        """A candidate of ``rule`` on this workstation, keyed by (subject key, period key)."""
+        """A candidate of ``rule`` on this workstation, keyed by (subject key, period key).
+
+        ``accounts``: the OS accounts the evidence names (a process's user, the session's account).
+        """
         return ViolationCandidate(
             key=violation_key(rule.id, self.agent_id, subject_key or subject, period_key),
             rule_id=rule.id,
@@ -392,6 +398,7 @@ class Env:
             informational=rule.informational,
             attribute_to_owner=rule.attribute_to_owner,
             penalty=rule.penalty,
+            accounts=tuple(sorted({a for a in accounts if a})),
         )
 
     def agent_values(self) -> dict[str, Any]:

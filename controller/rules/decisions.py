@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from controller.clock import Clock, utc_now
 from controller.errors import Conflict, InvalidInput, NotFound
 from controller.models import AGENT
+from controller.org.records import STAFF
 from controller.policy.model import RuleKind
 from controller.rules.records import (
     ACCOUNT_MAPPING,
@@ -154,11 +155,14 @@ class DecisionService:
     def map_account(self, account: str, staff: str, *, windows: tuple[str, ...] = (),
                     valid_from: dt.datetime | None = None, valid_to: dt.datetime | None = None,
                     by: str = "") -> Recorded:
-        """Map an OS account to a staff member, with the windows they may use (none: any)."""
+        """Map an OS account to a staff member on the staff list, with the windows they may use (none: any)."""
         if not account.strip() or not staff.strip():
             raise InvalidInput("an account and a staff member are required")
         if valid_from and valid_to:
             _check_span(valid_from, valid_to)
+        with self._engine.connect() as conn:
+            if conn.execute(select(STAFF.c.code).where(STAFF.c.code == staff.strip())).one_or_none() is None:
+                raise NotFound(f"no staff member {staff.strip()!r}; add them first with `counterguard staff add`")
         values = {"account": account.strip()[:128], "staff": staff.strip()[:128],
                   "windows": ",".join(w.strip() for w in windows if w.strip())[:1000], "valid_from": valid_from,
                   "valid_to": valid_to, "created_by": by[:128], "created_at": self._clock()}

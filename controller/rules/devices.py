@@ -33,15 +33,12 @@ from dataclasses import dataclass, field
 from controller.policy.model import Occurrence, Rule
 from controller.rules.base import Env, ViolationCandidate, conditions_pass, first_instant, last_instant, raw_iso
 from controller.rules.intervals import FactId, Interval, TimedFact, intersect, merge, raw_time
+from controller.rules.sessions import Session, login_sessions, power_ends
 from protos.counterguard.v1 import facts_pb2
 
 Storage = facts_pb2.RemovableStorage
 Power = facts_pb2.PowerEvent
 _PARTITION = re.compile(r"(?<=[a-z])\d+$|(?<=\d)p\d+$")
-
-
-def _power_ends(fact: TimedFact) -> bool:
-    return fact.kind == "power" and fact.fact.power.kind in (Power.KIND_SHUTDOWN, Power.KIND_BOOT)
 
 
 def _group(rule: Rule, env: Env, session_key: str, parts: list[Interval]) -> list[tuple[str, list[Interval]]]:
@@ -83,7 +80,7 @@ def attachments(facts: list[TimedFact]) -> list[Attachment]:
     attached: dict[str, Attachment] = {}
     previous: dt.datetime | None = None
     for fact in facts:
-        if _power_ends(fact):
+        if power_ends(fact):
             at = fact.time if fact.fact.power.kind == Power.KIND_SHUTDOWN else (previous or fact.time)
             for current in attached.values():
                 current.end, current.open = max(current.start, at), False
@@ -126,7 +123,7 @@ def _registered(env: Env, report: facts_pb2.RemovableStorage) -> bool:
 
 def removable_storage(rule: Rule, env: Env) -> list[ViolationCandidate]:
     """Unregistered removable storage attached or mounted."""
-    relevant = [f for f in env.facts if f.kind == "removable_storage" or _power_ends(f)]
+    relevant = [f for f in env.facts if f.kind == "removable_storage" or power_ends(f)]
     groups: dict[tuple[str, str], list[tuple[Attachment, list[Interval]]]] = defaultdict(list)
     for attachment in attachments(relevant):
         report = attachment.report
@@ -167,68 +164,6 @@ def removable_storage(rule: Rule, env: Env) -> list[ViolationCandidate]:
 # ------------------------------------------------------------------------------ session accounts
 
 
-@dataclass
-class Session:
-    username: str
-    terminal: str
-    host: str
-    key: str  # account, terminal and start as the agent reported it
-    start: dt.datetime
-    end: dt.datetime
-    open: bool
-    fact_ids: list[FactId] = field(default_factory=list)
-
-
-def login_sessions(facts: list[TimedFact]) -> list[Session]:
-    """Session snapshots, logins and logouts (in sequence order) as login sessions."""
-    result: list[Session] = []
-    current: dict[tuple[str, str], Session] = {}
-    previous: dt.datetime | None = None
-
-    def begin(session: facts_pb2.UserSession, fact: TimedFact) -> None:
-        raw = raw_time(session.started_at)
-        key = f"{session.username} on {session.terminal or '?'} started {raw.isoformat() if raw else raw_iso(fact)}"
-        existing = current.get((session.username, session.terminal))
-        if existing is not None and existing.key == key:
-            existing.fact_ids.append(fact.fact_id)
-            return
-        if existing is not None:
-            existing.end, existing.open = max(existing.start, fact.time), False
-        start = min(fact.time, raw - fact.offset) if raw is not None else fact.time
-        opened = Session(session.username, session.terminal, session.host, key, start, fact.time, True, [fact.fact_id])
-        current[(session.username, session.terminal)] = opened
-        result.append(opened)
-
-    def finish(key: tuple[str, str], at: dt.datetime, fact_id: FactId | None = None) -> None:
-        session = current.pop(key, None)
-        if session is not None:
-            session.end, session.open = max(session.start, at), False
-            if fact_id is not None:
-                session.fact_ids.append(fact_id)
-
-    for fact in facts:
-        if _power_ends(fact):
-            at = fact.time if fact.fact.power.kind == Power.KIND_SHUTDOWN else (previous or fact.time)
-            for key in list(current):
-                finish(key, at)
-        elif fact.kind == "session_snapshot":
-            listed = {(s.username, s.terminal): s for s in fact.fact.session_snapshot.sessions}
-            for key in [k for k in current if k not in listed]:
-                finish(key, previous or fact.time)
-            for session in listed.values():
-                begin(session, fact)
-        elif fact.kind == "session":
-            event = fact.fact.session
-            if event.kind == facts_pb2.SessionEvent.KIND_LOGIN:
-                begin(event.session, fact)
-            elif event.kind == facts_pb2.SessionEvent.KIND_LOGOUT:
-                finish((event.session.username, event.session.terminal), fact.time, fact.fact_id)
-        previous = fact.time if previous is None else max(previous, fact.time)
-    for session in current.values():
-        session.end = max(session.end, previous or session.end)
-    return result
-
-
 def _account_problem(env: Env, username: str, moment: dt.datetime) -> str | None:
     """Why ``username`` may not use this workstation at ``moment`` (R11.3 or R11.1), or ``None``."""
     wanted = username.casefold()
@@ -250,9 +185,8 @@ def _account_problem(env: Env, username: str, moment: dt.datetime) -> str | None
 
 def session_account(rule: Rule, env: Env) -> list[ViolationCandidate]:
     """Sessions by unmapped accounts (R11.3) or by staff not allowed at this window (R11.1)."""
-    relevant = [f for f in env.facts if f.kind in ("session", "session_snapshot") or _power_ends(f)]
     groups: dict[tuple[str, str], list[tuple[Session, str, list[Interval]]]] = defaultdict(list)
-    for session in login_sessions(relevant):
+    for session in login_sessions(env.facts):
         if not session.username:
             continue
         parts = env.when(rule.when, session.start, session.end)
@@ -277,7 +211,7 @@ def session_account(rule: Rule, env: Env) -> list[ViolationCandidate]:
             subject_key=username, period_key=period,
             period_start=first.start if rule.per is Occurrence.SESSION else first_instant(parts),
             period_end=max(s.end for s, _, _ in members), occurred_at=first_instant(parts),
-            fact_ids=[i for s, _, _ in members for i in s.fact_ids], summary=summary,
+            fact_ids=[i for s, _, _ in members for i in s.fact_ids], summary=summary, accounts=[username],
         ))
     return candidates
 

@@ -6,6 +6,10 @@ what ``counterguard policy test`` runs on a file of facts. Each rule kind is one
 :mod:`~controller.rules.programs`, :mod:`~controller.rules.presence`,
 :mod:`~controller.rules.devices` and :mod:`~controller.rules.machine` say what "each time" means for
 each. Same inputs, same candidates, same keys, in the same order.
+
+Each candidate carries the OS accounts its evidence names (a process's user, a session's account);
+one whose evidence names none (a machine left on, a disk plugged in) gets the accounts logged in on
+the workstation when it occurred (:mod:`~controller.rules.sessions`). Attribution starts from these.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from controller.rules.base import (
     violation_key,
 )
 from controller.rules.intervals import StoredFact, raw_time, timed_facts
+from controller.rules.sessions import accounts_at, login_sessions
 from protos.counterguard.v1 import facts_pb2
 
 Evaluator = Callable[[Rule, Env], list[ViolationCandidate]]
@@ -85,7 +90,16 @@ def evaluate_agent(
             if candidate.period_start > end or (candidate.period_end or candidate.period_start) < start:
                 continue
             found[candidate.key] = _merged(found.get(candidate.key), candidate)
-    return sorted(found.values(), key=lambda c: (c.occurred_at, c.rule_id, c.key))
+    return _with_accounts(sorted(found.values(), key=lambda c: (c.occurred_at, c.rule_id, c.key)), env)
+
+
+def _with_accounts(candidates: list[ViolationCandidate], env: Env) -> list[ViolationCandidate]:
+    """Give a candidate whose evidence names no account the accounts logged in when it happened."""
+    if all(c.accounts for c in candidates):
+        return candidates
+    sessions = login_sessions(env.facts)
+    return [c if c.accounts else dataclasses.replace(c, accounts=accounts_at(sessions, c.occurred_at))
+            for c in candidates]
 
 
 def _merged(old: ViolationCandidate | None, new: ViolationCandidate) -> ViolationCandidate:
@@ -97,6 +111,7 @@ def _merged(old: ViolationCandidate | None, new: ViolationCandidate) -> Violatio
         period_end=max(old.period_end or old.period_start, new.period_end or new.period_start),
         occurred_at=min(old.occurred_at, new.occurred_at),
         evidence_fact_ids=evidence_ids((*old.evidence_fact_ids, *new.evidence_fact_ids)),
+        accounts=tuple(sorted({*old.accounts, *new.accounts})),
     )
 
 

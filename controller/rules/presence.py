@@ -108,7 +108,7 @@ def activity_outside_hours(rule: Rule, env: Env) -> list[ViolationCandidate]:
     groups: dict[tuple[str, str], list[tuple[Interval, list[FactId]]]] = defaultdict(list)
     for span in spans:
         pieces = subtract(intersect([Interval(span.start, span.end)], stretches), env.exempt)
-        user = span.username or "unknown user"
+        user = span.username
         for piece in pieces:
             if rule.per is Occurrence.DAY:
                 for day, parts in env.split_by_day([piece]).items():
@@ -123,12 +123,13 @@ def activity_outside_hours(rule: Rule, env: Env) -> list[ViolationCandidate]:
             continue
         spans_text = ", ".join(f"{env.local(p.start)}–{env.local(p.end)[-5:]}" for p in parts[:6])
         more = f" and {len(parts) - 6} more" if len(parts) > 6 else ""
-        summary = (f"{user} used the computer outside working hours for {minutes(parts)} min "
+        shown = user or "unknown user"
+        summary = (f"{shown} used the computer outside working hours for {minutes(parts)} min "
                    f"({spans_text}{more}); no exemption or maintenance record covers it.")
         candidates.append(env.candidate(
-            rule, subject=f"user {user}", period_key=period, period_start=first_instant(parts),
+            rule, subject=f"user {shown}", period_key=period, period_start=first_instant(parts),
             period_end=last_instant(parts), occurred_at=first_instant(parts),
-            fact_ids=[i for _, ids in members for i in ids], summary=summary,
+            fact_ids=[i for _, ids in members for i in ids], summary=summary, accounts=[user],
         ))
     return candidates
 

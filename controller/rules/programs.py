@@ -89,6 +89,7 @@ class _Use:
     fact_ids: list[FactId]
     how: str  # "process gnome-mines (pid 4242)", "foreground window of firefox (pid 77)"
     matched_on: str
+    username: str = ""  # the OS account the process or window belongs to
 
 
 def forbidden_program(rule: Rule, env: Env) -> list[ViolationCandidate]:
@@ -123,7 +124,7 @@ def _process_use(rule: Rule, env: Env, run: ProgramRun, wanted: set[str]) -> _Us
         program=hit.entry_id or hit.name, label=hit.name, category=hit.category.value,
         session=f"{run.name or run.executable} {run.key}", start=run.start, end=run.end, open=run.open,
         parts=parts, fact_ids=run.fact_ids, how=f"process {run.name or run.executable} (pid {run.pid}"
-        + (f", user {run.username})" if run.username else ")"), matched_on=hit.matched_on,
+        + (f", user {run.username})" if run.username else ")"), matched_on=hit.matched_on, username=run.username,
     )
 
 
@@ -201,7 +202,7 @@ def _foreground_uses(rule: Rule, env: Env, wanted: set[str], counted: set[tuple[
                 start=episode.start, end=episode.end, open=episode.open, parts=list(parts),
                 fact_ids=list(episode.fact_ids),
                 how=f"foreground window of {episode.executable or 'a program'} (pid {episode.pid})",
-                matched_on=f"title:{episode.pattern_id or episode.category}",
+                matched_on=f"title:{episode.pattern_id or episode.category}", username=episode.username,
             )
         else:
             use.end, use.open = max(use.end, episode.end), episode.open
@@ -249,6 +250,7 @@ def _use_candidate(rule: Rule, env: Env, uses: list[_Use], subject_key: str, per
         fact_ids=[i for u in uses for i in u.fact_ids],
         summary=summary,
         category=first.category,
+        accounts=[u.username for u in uses],
     )
 
 

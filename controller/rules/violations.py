@@ -58,6 +58,7 @@ class ViolationRecord:
     agent_id: str
     window: str
     subject: str
+    accounts: list[str]  # the OS accounts its evidence names, or those logged in when it happened
     period_start: dt.datetime
     period_end: dt.datetime | None
     occurred_at: dt.datetime
@@ -188,7 +189,7 @@ def _record(row: Any) -> ViolationRecord:
     return ViolationRecord(
         id=row.id, key=row.key, rule_id=row.rule_id, ref=row.ref, title=row.title, kind=row.kind,
         category=row.category, policy_id=row.policy_id, policy_version=row.policy_version, agent_id=row.agent_id,
-        window=row.window, subject=row.subject, period_start=row.period_start, period_end=row.period_end,
+        window=row.window, subject=row.subject, accounts=list(row.accounts or []), period_start=row.period_start, period_end=row.period_end,
         occurred_at=row.occurred_at, local_date=row.local_date, summary=str(evidence.get("summary", "")),
         fact_ids=list(evidence.get("fact_ids", [])), informational=row.informational,
         attribute_to_owner=row.attribute_to_owner, penalty_points=row.penalty_points,

@@ -101,7 +101,9 @@ def test_decision_commands_record_and_list(cli: Any, reported: Facts) -> None:
 
     device = cli.json("devices", "register", "--vendor-id", "096E", "--product-id", "0201", "--note", "签章UKey")
     assert (device["vendor_id"], device["serial"]) == ("096e", "")
-    assert cli.json("account", "map", "zhang", "--staff", "张三", "--window", "W07,W08")["windows"] == "W07,W08"
+    assert cli("unit", "add", "tax", "税务局")[0] == 0
+    assert cli("staff", "add", "S007", "张三", "--unit", "tax")[0] == 0
+    assert cli.json("account", "map", "zhang", "--staff", "S007", "--window", "W07,W08")["windows"] == "W07,W08"
     assert cli.json("maintenance", "add", "--workstation", AGENT, "--from", "2026-11-02", "--to", "2026-11-02",
                     "--note", "更换内存 王工")["note"] == "更换内存 王工"
     for listing in ("devices", "account", "maintenance"):
@@ -119,6 +121,8 @@ def test_errors_are_one_sentence(cli: Any, reported: Facts) -> None:
          "is not a date"),
         (("devices", "register", "--vendor-id", "xyz", "--product-id", "0201"), "is not four hex digits"),
         (("software", "approve", "x", "--unit", "a", "--window", "b"), "either a unit or a window"),
+        (("account", "map", "zhang", "--staff", "S404"), "no staff member 'S404'; add them first with "
+                                                         "`counterguard staff add`"),
     ):
         code, out, err = cli(*args)
         assert code == 1, (args, out, err)
@@ -129,3 +133,22 @@ def test_evaluate_again_over_a_range(cli: Any, reported: Facts) -> None:
     result = cli.json("violations", "evaluate", "--from", "2026-11-02", "--to", "2026-11-02", "--agent", AGENT)
 
     assert (result["created"], result["withdrawn"], result["agents"]) == (0, 0, 1)
+
+
+def test_show_names_the_accounts_and_whom_the_violation_counts_against(cli: Any, reported: Facts) -> None:
+    [game] = [v for v in cli.json("violations", "list") if v["rule_id"] == "games-video-music"]
+    assert game["accounts"] == ["zhang"]
+    shown = cli.json("violations", "show", str(game["id"]))
+    assert shown["attribution"] == {"people": [], "unattributed": "account zhang is not mapped to any staff member "
+                                                                  "(an outsider, R11.3)"}
+    code, out, _ = cli("violations", "show", str(game["id"]))
+    assert code == 0 and "unattributed" in out and "zhang" in out
+
+    for args in (("unit", "add", "tax", "税务局"), ("staff", "add", "S007", "张三", "--unit", "tax"),
+                 ("account", "map", "zhang", "--staff", "S007")):
+        assert cli(*args)[0] == 0
+    shown = cli.json("violations", "show", str(game["id"]))
+    assert shown["attribution"] == {"people": [{"staff": "S007", "role": "user", "how": "account zhang",
+                                                "name": "张三"}], "unattributed": ""}
+    code, out, _ = cli("violations", "show", str(game["id"]))
+    assert code == 0 and "counts against" in out and "S007 张三 (account zhang)" in out
