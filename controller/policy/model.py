@@ -277,6 +277,50 @@ class ScoreSection(Strict):
     points: float = Field(ge=0)
     floor: Literal["none", "zero"] = "none"  # 不设底线 / 扣完为止
 
+    @field_validator("name")
+    @classmethod
+    def _not_bonus(cls, value: str) -> str:
+        if value == BONUS_SECTION:
+            raise ValueError(f"{BONUS_SECTION!r} is the name of the bonus column, not of a section")
+        return value
+
+
+BONUS_SECTION = "附加分"  # bonus points: added to the total, outside every section (no floor, no cap)
+
+
+class PeerReviewBand(Strict):
+    """One grade of the peer review (窗口互评): a vote share from ``min_share`` (0–1) up gives ``points``."""
+
+    name: NonEmpty
+    min_share: float = Field(ge=0, le=1)
+    points: float = Field(ge=0)
+
+
+def _r9_bands() -> list[PeerReviewBand]:
+    return [PeerReviewBand(name="优秀", min_share=0.9, points=10), PeerReviewBand(name="一般", min_share=0.7, points=5),
+            PeerReviewBand(name="差", min_share=0, points=0)]
+
+
+class PeerReview(Strict):
+    """The peer review by votes (R9: ≥ 90 % 优秀 10, ≥ 70 % 一般 5, otherwise 差 0): the section it sets."""
+
+    section: NonEmpty = "窗口互评"
+    bands: list[PeerReviewBand] = Field(default_factory=_r9_bands, min_length=1)
+
+    @field_validator("bands")
+    @classmethod
+    def _cover_every_share(cls, bands: list[PeerReviewBand]) -> list[PeerReviewBand]:
+        ordered = sorted(bands, key=lambda b: b.min_share, reverse=True)
+        if ordered[-1].min_share != 0:
+            raise ValueError("the lowest peer-review band must start at min_share 0, so every vote share has a grade")
+        if len({b.min_share for b in ordered}) != len(ordered):
+            raise ValueError("two peer-review bands start at the same min_share")
+        return ordered
+
+    def band(self, share: float) -> PeerReviewBand:
+        """The grade of a vote share (0–1)."""
+        return next(b for b in self.bands if share >= b.min_share)
+
 
 class Scoring(Strict):
     """The scoring scheme: points per section (regulation 9) or money per incident (regulation 12)."""
@@ -288,6 +332,22 @@ class Scoring(Strict):
     counted_statuses: list[Literal["open", "confirmed"]] = Field(default_factory=lambda: ["open", "confirmed"])
     escalate_after: int | None = Field(default=None, ge=1)  # R12: more than N incidents of a kind → 通报主管部门
     currency: str = "CNY"
+    # R9 article 8: a person with this many counted violations of one rule in a month is flagged.
+    repeat_flag_at: int | None = Field(default=3, ge=1)
+    peer_review: PeerReview = Field(default_factory=PeerReview)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scoring:
+        names = [s.name for s in self.sections]
+        if len(set(names)) != len(names):
+            raise ValueError("two scoring sections have the same name")
+        section = next((s for s in self.sections if s.name == self.peer_review.section), None)
+        if section is not None and max(b.points for b in self.peer_review.bands) > section.points:
+            raise ValueError(f"a peer-review band gives more points than section {section.name!r} has ({section.points:g})")
+        return self
+
+    def section(self, name: str) -> ScoreSection | None:
+        return next((s for s in self.sections if s.name == name), None)
 
 
 class AntivirusProduct(Strict):
