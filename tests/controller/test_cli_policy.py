@@ -82,7 +82,7 @@ def test_validate_a_shipped_policy(offline: Cli, tmp_path: Path) -> None:
     code, out, err = offline("policy", "validate", str(DEFAULT_POLICY))
 
     assert (code, err) == (0, "")
-    assert out == f"{DEFAULT_POLICY}: valid — policy counterguard-default version 2026.1, 13 rules, 51 catalogue entries\n"
+    assert out == f"{DEFAULT_POLICY}: valid — policy counterguard-default version 2026.2, 13 rules, 51 catalogue entries\n"
     assert not (tmp_path / "nodb").exists()
 
 
@@ -143,15 +143,15 @@ def test_apply_by_default_names_the_login(cli: Cli) -> None:
 def test_apply_a_new_version_then_roll_back(cli: Cli, tmp_path: Path) -> None:
     changed = tmp_path / "default-2.yaml"
     changed.write_text(
-        DEFAULT_POLICY.read_text(encoding="utf-8").replace('version: "2026.1"', 'version: "2026.2"'), encoding="utf-8"
+        DEFAULT_POLICY.read_text(encoding="utf-8").replace('version: "2026.2"', 'version: "2026.3"'), encoding="utf-8"
     )
     for path in (DEFAULT_POLICY, changed, DEFAULT_POLICY):
         assert cli("policy", "apply", str(path), "--by", "admin")[0] == 0
 
     code, out, _ = cli("policy", "history")
-    assert code == 0 and (out.count("2026.1"), out.count("2026.2")) == (2, 1)
+    assert code == 0 and (out.count("2026.2"), out.count("2026.3")) == (2, 1)
     history = json.loads(cli("policy", "history", "--json")[1])
-    assert [h["version"] for h in history] == ["2026.1", "2026.2", "2026.1"]
+    assert [h["version"] for h in history] == ["2026.2", "2026.3", "2026.2"]
 
 
 def test_apply_an_invalid_file_stores_nothing(cli: Cli, bad_file: Path) -> None:
@@ -170,7 +170,7 @@ def test_apply_changed_content_under_the_same_version_is_refused(cli: Cli, tmp_p
     code, out, err = cli("policy", "apply", str(changed))
 
     assert (code, out) == (1, "")
-    assert "error: policy counterguard-default version 2026.1 was already applied" in err
+    assert "error: policy counterguard-default version 2026.2 was already applied" in err
     assert "give the changed file a new version" in " ".join(err.split())
 
 
@@ -189,7 +189,7 @@ def test_show_an_active_policy_this_controller_cannot_use(cli: Cli, engine: Engi
     code, out, err = cli("policy", "show")
 
     assert (code, out) == (1, "")
-    assert "error: the active policy counterguard-default@2026.1 cannot be used by this controller:" in err
+    assert "error: the active policy counterguard-default@2026.2 cannot be used by this controller:" in err
     assert "future_field: unknown field 'future_field'" in err
 
 
@@ -258,7 +258,7 @@ def test_serve_applies_the_default_policy_on_a_fresh_database(tmp_path: Path, ca
             process.kill()
             process.wait()
     assert process.returncode == 0, err
-    assert "no policy was active: applied the default policy counterguard-default@2026.1" in err
+    assert "no policy was active: applied the default policy counterguard-default@2026.2" in err
 
     code, out, _ = run(capsys, "--data-dir", str(data_dir), "policy", "history", "--json")
     assert code == 0

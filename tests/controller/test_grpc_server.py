@@ -448,7 +448,7 @@ def test_fetch_policy_returns_the_agent_part_of_the_stored_policy(
 
     loaded = store.active()
     assert loaded is not None
-    assert (fresh.version, fresh.changed) == ("counterguard-default@2026.1", True)
+    assert (fresh.version, fresh.changed) == ("counterguard-default@2026.2", True)
     assert fresh.policy == agent_policy(loaded)
     assert fresh.policy.foreground_enabled and any(p.id == "taobao" for p in fresh.policy.title_patterns)
     assert (same.changed, same.HasField("policy")) == (False, False)

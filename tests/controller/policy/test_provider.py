@@ -38,7 +38,7 @@ def test_the_default_policy_for_agents(store: PolicyStore) -> None:
 
     version, policy = StoredPolicyProvider(store).current()
 
-    assert version == "counterguard-default@2026.1"
+    assert version == "counterguard-default@2026.2"
     assert policy.foreground_enabled and not policy.report_titles
     assert (policy.idle_threshold_seconds, policy.foreground_poll_interval_seconds) == (300, 5)
     assert policy.report_interval_seconds == 0, "zero: agents keep their own interval"
@@ -67,7 +67,7 @@ def test_a_policy_forbidding_chat_sends_the_chat_patterns(store: PolicyStore) ->
 
 def test_no_title_patterns_when_the_foreground_is_not_watched(store: PolicyStore) -> None:
     text_ = DEFAULT_POLICY.read_text(encoding="utf-8").replace("foreground_enabled: true", "foreground_enabled: false")
-    store.apply(text_.replace('version: "2026.1"', 'version: "no-foreground"'), "x.yaml", "test")
+    store.apply(text_.replace('version: "2026.2"', 'version: "no-foreground"'), "x.yaml", "test")
 
     _, policy = StoredPolicyProvider(store).current()
 
@@ -78,11 +78,11 @@ def test_a_newly_applied_policy_is_served_after_the_refresh_interval(store: Poli
     ticks = Ticks()
     provider = StoredPolicyProvider(store, refresh_seconds=5, monotonic=ticks)
     store.ensure_default(DEFAULT_POLICY, "test")
-    assert provider.current()[0] == "counterguard-default@2026.1"
+    assert provider.current()[0] == "counterguard-default@2026.2"
 
     store.apply((EXAMPLES / "r3-summer.yaml").read_text(encoding="utf-8"), "r3-summer.yaml", "test")
     ticks.now += 4
-    assert provider.current()[0] == "counterguard-default@2026.1"
+    assert provider.current()[0] == "counterguard-default@2026.2"
     ticks.now += 1
     assert provider.current()[0] == "r3-summer@2026.1"
 

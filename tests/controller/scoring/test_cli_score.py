@@ -84,7 +84,7 @@ def test_explain_close_reopen_and_history(capsys: pytest.CaptureFixture[str], db
     assert "S1 张三" in out and "25 of 30" in out and "R11.6; R9 7(2)14" in out and "account zhangsan" in out
 
     code, out, _ = run(capsys, *db, "score", "close", "2026-11", "--by", "主任", "--reason", "done")
-    assert (code, out.strip()) == (0, "Closed 2026-11 (3 people, policy counterguard-default 2026.1) by 主任.")
+    assert (code, out.strip()) == (0, "Closed 2026-11 (3 people, policy counterguard-default 2026.2) by 主任.")
     code, _, err = run(capsys, *db, "score", "close", "2026-11", "--by", "主任")
     assert code == 1 and "was closed by 主任" in err
 

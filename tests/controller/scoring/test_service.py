@@ -59,7 +59,7 @@ def test_a_month_is_computed_from_the_stored_violations_and_the_organisation(
     assert [(u.violation_id, u.unit) for u in sheet.unattributed] == [(outsider, "police")]
     assert "guest" in sheet.unattributed[0].reason
     assert [p.staff for p in sheet.people] == ["S3", "S2", "S1"]  # S9 is inactive with nothing charged
-    assert (sheet.policy_id, sheet.policy_version) == ("counterguard-default", "2026.1")
+    assert (sheet.policy_id, sheet.policy_version) == ("counterguard-default", "2026.2")
 
 
 def test_one_units_rows_keep_the_centres_ranks(engine: Engine, service: ScoreService) -> None:
@@ -93,7 +93,7 @@ def test_a_closed_month_stays_as_it_was_after_a_late_dismissal_until_it_is_reope
     assert [(e.action, e.by, e.reason, e.at) for e in service.history(MONTH)] == [
         ("close", "主任", "November done", clock() - dt.timedelta(days=2)),
         ("reopen", "主任", "violation dismissed after the close", clock())]
-    assert service.history(MONTH)[0].policy_version == "2026.1" and len(service.history(MONTH)[0].sheet_sha256) == 64
+    assert service.history(MONTH)[0].policy_version == "2026.2" and len(service.history(MONTH)[0].sheet_sha256) == 64
 
 
 def test_reopening_needs_a_closed_month_and_a_reason(service: ScoreService) -> None:
