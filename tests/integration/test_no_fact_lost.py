@@ -38,7 +38,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.engine import Engine
 
 from controller.models import FACT
-from tests.integration.processes import Agent, Controller, restart_controller, start_controller, wait_for
+from tests.integration.processes import Agent, restart_controller, start_controller, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -31,7 +31,7 @@ from policies import DEFAULT_POLICY
 from protos.counterguard.v1 import facts_pb2
 from tests.agent.session.dbus import calls, notification_server, private_bus
 from tests.agent.x11 import XServer, xserver_fixture
-from tests.integration.processes import Agent, Controller, _env, start_controller, wait_for
+from tests.integration.processes import Agent, Controller, start_controller, wait_for
 
 pytestmark = pytest.mark.integration
 xserver = xserver_fixture

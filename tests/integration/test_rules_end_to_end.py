@@ -9,7 +9,6 @@ the default catalogue; the ``.desktop`` file with ``Categories=Game;`` is instal
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import textwrap

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -174,14 +173,11 @@ def test_the_first_entry_naming_a_program_keeps_it() -> None:
     assert hit is not None and hit.entry_id == "a"
 
 
-def test_matching_is_fast(matcher: CatalogueMatcher) -> None:
-    names = [f"program-{i}.exe" for i in range(5000)] + ["QQGame.exe"]
+def test_thousands_of_unknown_names_match_nothing_and_the_known_one_still_matches(matcher: CatalogueMatcher) -> None:
+    names = [f"program-{i}.exe" for i in range(5000)]
     titles = [f"文档{i}.docx - WPS Office" for i in range(5000)]
-    started = time.perf_counter()
-    for name in names:
-        matcher.match_process(name, rf"C:\Program Files\{name}")
-    for title in titles:
-        matcher.match_title(title)
-    for i in range(5000):
-        matcher.match_software(facts_pb2.SOFTWARE_SOURCE_DPKG, f"lib{i}", display_name=f"library {i}", section="libs")
-    assert time.perf_counter() - started < 2.0
+    assert [n for n in names if matcher.match_process(n, rf"C:\Program Files\{n}")] == []
+    assert matcher.match_process("QQGame.exe", r"C:\Program Files\QQGame.exe") is not None
+    assert {getattr(matcher.match_title(t), "category", None) for t in titles} <= {None, Category.OFFICE}
+    assert [i for i in range(5000) if matcher.match_software(
+        facts_pb2.SOFTWARE_SOURCE_DPKG, f"lib{i}", display_name=f"library {i}", section="libs")] == []
