@@ -23,6 +23,8 @@ protos: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/inventory.py
 	$(BIN)/python bench/rules.py
+	$(BIN)/python bench/agent.py
+	$(BIN)/python bench/scoring.py --postgres
 
 # The agent alone as a Debian package: dist/counterguard-agent_<version>_<arch>.deb (see scripts/build-deb.sh).
 deb: $(STAMP)

@@ -9,9 +9,10 @@ what a command line passes to :func:`load_settings` as ``overrides``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -49,6 +50,22 @@ class Settings:
     # How often the periodic sweep evaluates the rules that need time to pass (machine still on after
     # work, agent silent); with several controllers one of them sweeps at a time.
     rules_sweep_interval_seconds: int = 60
+    # Per-agent limits on Report (token buckets in each controller process, see controller.limits);
+    # a rate of 0 turns that limit off. A batch larger than the fact burst waits for a full bucket.
+    agent_reports_per_second: float = 5.0
+    agent_report_burst: int = 20
+    agent_facts_per_second: float = 1000.0
+    agent_fact_burst: int = 5000
+    # Prometheus metrics on http://<metrics_host>:<metrics_port>/metrics; port 0 serves none.
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    # The controller's log lines: "text" or "json" (one JSON object per line); timestamps are UTC.
+    log_format: str = "text"
+    # ``serve`` processes sharing the two ports (SO_REUSEPORT): one Python process uses one core.
+    workers: int = 1
+    # Share the ports with other controllers started on purpose (implied when workers > 1); off, a
+    # second controller on the same ports is refused instead of silently taking half the agents.
+    reuse_port: bool = False
 
     @property
     def pki_dir(self) -> Path:
@@ -77,6 +94,13 @@ def _coerce(name: str, raw: Any, target: Any, source: str) -> Any:
             if isinstance(raw, bool):
                 raise ValueError(f"expected an integer, got {raw!r}")
             return int(raw)
+        if isinstance(target, float):
+            if isinstance(raw, bool):
+                raise ValueError(f"expected a number, got {raw!r}")
+            number = float(raw)
+            if not math.isfinite(number):
+                raise ValueError(f"expected a finite number, got {raw!r}")
+            return number
         if isinstance(target, Path):
             return Path(str(raw))
         if isinstance(target, tuple):

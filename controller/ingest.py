@@ -37,7 +37,10 @@ class IngestLimits:
 
     max_facts_per_batch: int = 2000
     max_string_length: int = 4096  # characters of any string field, at any depth
-    max_repeated: int = 100000  # elements of any repeated or map field, at any depth
+    max_repeated: int = 100000  # elements of any repeated field, at any depth
+    max_map_entries: int = 256  # entries of any map field, at any depth
+    max_elements_per_batch: int = 200_000  # elements of all repeated and map fields of the batch together
+    max_fact_bytes: int = 1024 * 1024  # one fact, serialized (fields this controller does not know included)
 
 
 @dataclass(frozen=True)
@@ -89,19 +92,37 @@ class IngestService:
 
 
 def validate_batch(facts: Sequence[facts_pb2.Fact], limits: IngestLimits) -> None:
-    """Raise :class:`InvalidInput` naming the first malformed fact of the batch, if any."""
+    """Raise :class:`InvalidInput` naming the first malformed fact of the batch, if any.
+
+    Every limit is checked before the part it bounds is walked, so an oversized batch costs no more
+    than the limits allow.
+    """
     if len(facts) > limits.max_facts_per_batch:
         raise InvalidInput(f"batch has {len(facts)} facts; at most {limits.max_facts_per_batch} are accepted")
+    budget = _Budget(limits.max_elements_per_batch)
     previous = 0
     for index, fact in enumerate(facts):
         kind = fact.WhichOneof("kind")
-        problem = _fact_problem(fact, kind, previous, limits)
+        problem = _fact_problem(fact, kind, previous, limits, budget)
         if problem:
             raise InvalidInput(f"fact {index} (sequence {fact.sequence}, {kind or 'no kind'}): {problem}")
         previous = fact.sequence
 
 
-def _fact_problem(fact: facts_pb2.Fact, kind: str | None, previous: int, limits: IngestLimits) -> str | None:
+class _Budget:
+    """What remains of the batch's allowance of repeated and map elements."""
+
+    def __init__(self, elements: int) -> None:
+        self.limit = self.left = elements
+
+    def spend(self, count: int) -> bool:
+        self.left -= count
+        return self.left >= 0
+
+
+def _fact_problem(
+    fact: facts_pb2.Fact, kind: str | None, previous: int, limits: IngestLimits, budget: _Budget
+) -> str | None:
     if kind is None:
         return "no kind is set"
     if fact.sequence == 0:
@@ -112,11 +133,14 @@ def _fact_problem(fact: facts_pb2.Fact, kind: str | None, previous: int, limits:
         return f"sequence does not follow the previous fact's {previous}; sequences must strictly increase"
     if not fact.HasField("observed_at"):
         return "observed_at is missing"
-    return _message_problem(fact, "", limits)
+    size = fact.ByteSize()
+    if size > limits.max_fact_bytes:
+        return f"the fact is {size} bytes serialized; at most {limits.max_fact_bytes} are accepted"
+    return _message_problem(fact, "", limits, budget)
 
 
-def _message_problem(message: Message, path: str, limits: IngestLimits) -> str | None:
-    """The first oversized string or list or invalid timestamp anywhere inside ``message``."""
+def _message_problem(message: Message, path: str, limits: IngestLimits, budget: _Budget) -> str | None:
+    """The first oversized string, list or map or invalid timestamp anywhere inside ``message``."""
     if message.DESCRIPTOR.full_name == _TIMESTAMP:
         if not timestamp_is_valid(message):
             return f"{path or 'timestamp'} is not a valid time"
@@ -124,9 +148,11 @@ def _message_problem(message: Message, path: str, limits: IngestLimits) -> str |
     for field, value in message.ListFields():
         name = f"{path}.{field.name}" if path else field.name
         if field.is_repeated:
-            if len(value) > limits.max_repeated:
-                return f"{name} has {len(value)} elements; at most {limits.max_repeated} are accepted"
-            if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+            problem = _size_problem(name, len(value), is_map, limits, budget)
+            if problem:
+                return problem
+            if is_map:
                 items: list[tuple[str, Any]] = []
                 for key, item in value.items():
                     items += [(f"{name} key", key), (f"{name}[{key!r}]", item)]
@@ -135,15 +161,25 @@ def _message_problem(message: Message, path: str, limits: IngestLimits) -> str |
         else:
             items = [(name, value)]
         for item_path, item in items:
-            problem = _value_problem(item, item_path, limits)
+            problem = _value_problem(item, item_path, limits, budget)
             if problem:
                 return problem
     return None
 
 
-def _value_problem(value: Any, path: str, limits: IngestLimits) -> str | None:
+def _size_problem(name: str, count: int, is_map: bool, limits: IngestLimits, budget: _Budget) -> str | None:
+    """Why a repeated or map field of ``count`` elements is too large, if it is."""
+    most, what = (limits.max_map_entries, "entries") if is_map else (limits.max_repeated, "elements")
+    if count > most:
+        return f"{name} has {count} {what}; at most {most} are accepted"
+    if not budget.spend(count):
+        return f"{name} takes the batch over {budget.limit} list and map elements in all"
+    return None
+
+
+def _value_problem(value: Any, path: str, limits: IngestLimits, budget: _Budget) -> str | None:
     if isinstance(value, Message):
-        return _message_problem(value, path, limits)
+        return _message_problem(value, path, limits, budget)
     if isinstance(value, (str, bytes)) and len(value) > limits.max_string_length:
         unit = "characters" if isinstance(value, str) else "bytes"
         return f"{path} is {len(value)} {unit} long; at most {limits.max_string_length} are accepted"

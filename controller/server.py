@@ -16,7 +16,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -33,6 +35,8 @@ from controller.config import Settings
 from controller.enrollment import EnrollmentService
 from controller.errors import CounterGuardError
 from controller.grpc_server import SERVICE_NAME, AfterIngest, AgentServicer, BuiltinPolicy, Ingest, PolicyProvider
+from controller.limits import RateLimitInterceptor, RateLimits
+from controller.metrics import InstrumentedIngest, InstrumentedRules, MetricsInterceptor, MetricsServer, serve_metrics
 from controller.pki import ServerPKI
 from protos.counterguard.v1 import agent_pb2_grpc
 
@@ -107,8 +111,11 @@ def build_server(
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             # gRPC sets SO_REUSEPORT by default: a second controller would silently share the port.
-            ("grpc.so_reuseport", 0),
+            # Only worker processes, or controllers started with --reuse-port on purpose, share it.
+            ("grpc.so_reuseport", 1 if settings.reuse_port or settings.workers > 1 else 0),
         ],
+        # Outermost first: every call is measured, rate-limited ones too.
+        interceptors=(MetricsInterceptor(), RateLimitInterceptor(RateLimits.from_settings(settings))),
     )
     key_pair = [(pki.server_key_pem, pki.server_cert_pem)]
     try:
@@ -131,7 +138,7 @@ def build_server(
     servicer = AgentServicer(
         enrollment=EnrollmentService(engine, pki, clock, settings.client_cert_days),
         directory=AgentDirectory(engine, clock),
-        ingest=ingest,
+        ingest=InstrumentedIngest(ingest),
         policies=policies or BuiltinPolicy(),
         report_port=port,
         report_host=settings.advertise_host,
@@ -159,19 +166,21 @@ def ca_cert_path(settings: Settings) -> Path:
     return Path(settings.ca_cert) if settings.ca_cert else settings.pki_dir / "ca.pem"
 
 
-def _listening_line(settings: Settings, running: RunningServer) -> str:
+def listening_line(settings: Settings, port: int, enroll_port: int, workers: int = 1) -> str:
     """The one start-up line: both addresses and the CA for people, then the same as JSON for scripts."""
-    listen, enroll = _shown(settings.listen, running.port), _shown(settings.enroll_listen, running.enroll_port)
+    listen, enroll = _shown(settings.listen, port), _shown(settings.enroll_listen, enroll_port)
     ca = str(ca_cert_path(settings))
     facts = {
         "listen": listen,
-        "port": running.port,
+        "port": port,
         "enroll_listen": enroll,
-        "enroll_port": running.enroll_port,
+        "enroll_port": enroll_port,
         "ca_cert": ca,
+        "workers": workers,
     }
+    processes = f" in {workers} worker processes" if workers > 1 else ""
     return (
-        f"counterguard controller listening: agents (mutual TLS) on {listen}, enrolment (TLS) on {enroll}; "
+        f"counterguard controller listening{processes}: agents (mutual TLS) on {listen}, enrolment (TLS) on {enroll}; "
         f"CA certificate {ca} {json.dumps(facts)}"
     )
 
@@ -207,51 +216,133 @@ def _clock_for_tests(clock: Clock) -> Clock:
         raise CounterGuardError(problem) from None
     if start.tzinfo is None:
         raise CounterGuardError(problem)
-    began = time.monotonic()
     log.warning("test hook $%s: the controller's clock starts at %s", FAKE_NOW_VARIABLE, start.isoformat())
+    return clock_from(start)
+
+
+def clock_from(start: dt.datetime) -> Clock:
+    """A clock that reads ``start`` now and runs at normal speed from there."""
+    began = time.monotonic()
     return lambda: start.astimezone(dt.UTC) + dt.timedelta(seconds=time.monotonic() - began)
 
 
-def serve(settings: Settings, clock: Clock = utc_now) -> int:
-    """Run the controller until SIGTERM or SIGINT, then stop gracefully; returns the exit code (0)."""
+@dataclass(frozen=True)
+class Prepared:
+    """What a controller process needs before it can listen: the migrated database, the certificates and
+    the policy store (with a policy in force)."""
+
+    engine: Engine
+    pki: ServerPKI
+    store: PolicyStore
+
+
+def prepare(settings: Settings, clock: Clock) -> Prepared:
+    """Migrate the database, create or read the certificates, make sure a policy is in force.
+
+    Done once by ``serve`` before any worker starts; a worker then only reads what is there.
+    """
     from controller.migrate import open_database
     from controller.pki import load_or_create_pki
-    from controller.policy.provider import StoredPolicyProvider
-    from controller.rules.service import RulesService
-    from controller.rules.sweep import Sweeper
 
-    clock = _clock_for_tests(clock)
     engine = open_database(settings.resolved_database_url)
     try:
         try:
             pki = load_or_create_pki(settings, clock())
         except OSError as exc:
             raise CounterGuardError(f"cannot read or create the certificates under {settings.pki_dir}: {exc}") from None
-        store = _policy_store(engine, clock)
-        rules = RulesService(engine, store, clock)
-        running = build_server(settings, engine, pki, clock, policies=StoredPolicyProvider(store), rules=rules)
-        sweeper = Sweeper(rules, settings.rules_sweep_interval_seconds)
-        stop = threading.Event()
-        received: list[str] = []
+        return Prepared(engine, pki, _policy_store(engine, clock))
+    except BaseException:
+        engine.dispose()
+        raise
 
-        def request_stop(signum: int, _frame: FrameType | None) -> None:
-            received.append(signal.Signals(signum).name)
-            stop.set()
 
-        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            running.start()
+class StopRequest(threading.Event):
+    """Set when the process is asked to stop; ``reason`` says by what (e.g. ``received SIGTERM``)."""
+
+    reason = "asked to stop"
+
+    def request(self, reason: str) -> None:
+        if not self.is_set():
+            self.reason = reason
+        self.set()
+
+
+def run_until(
+    settings: Settings,
+    prepared: Prepared,
+    clock: Clock,
+    stop: StopRequest,
+    on_ready: Callable[[RunningServer], None],
+    *,
+    sweep: bool = True,
+) -> None:
+    """Listen (and sweep, when ``sweep``) until ``stop`` is set, then stop gracefully.
+
+    ``on_ready`` is called once both ports accept calls.
+    """
+    from controller.policy.provider import StoredPolicyProvider
+    from controller.rules.service import RulesService
+    from controller.rules.sweep import Sweeper
+
+    rules = InstrumentedRules(RulesService(prepared.engine, prepared.store, clock))
+    running = build_server(settings, prepared.engine, prepared.pki, clock,
+                           policies=StoredPolicyProvider(prepared.store, clock=clock), rules=rules)
+    sweeper = Sweeper(rules, settings.rules_sweep_interval_seconds) if sweep else None
+    try:
+        running.start()
+        if sweeper is not None:
             sweeper.start()
-            print(_listening_line(settings, running), flush=True)
-            while not stop.wait(1.0):
-                pass
-            log.info("received %s; stopping (running calls get %.0f s to finish)", received[0], SHUTDOWN_GRACE_SECONDS)
-        finally:
+        on_ready(running)
+        while not stop.wait(1.0):
+            pass
+        log.info("%s; stopping (running calls get %.0f s to finish)", stop.reason, SHUTDOWN_GRACE_SECONDS)
+    finally:
+        if sweeper is not None:
             sweeper.stop()
-            running.stop(SHUTDOWN_GRACE_SECONDS)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        running.stop(SHUTDOWN_GRACE_SECONDS)
+        rules.close()
+
+
+@contextmanager
+def stop_on_signals(*signals: signal.Signals) -> Iterator[StopRequest]:
+    """A stop request made by the first of ``signals`` (default SIGTERM and SIGINT) while the block runs."""
+    stop = StopRequest()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        stop.request(f"received {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in signals or (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def serve(settings: Settings, clock: Clock = utc_now) -> int:
+    """Run the controller until SIGTERM or SIGINT, then stop gracefully; returns the exit code (0).
+
+    With ``settings.workers`` above 1, this process supervises that many worker processes instead
+    (see :mod:`controller.supervisor`).
+    """
+    if settings.workers < 1:
+        raise CounterGuardError(f"the number of worker processes must be at least 1, got {settings.workers}")
+    clock = _clock_for_tests(clock)
+    if settings.workers > 1:
+        from controller.supervisor import supervise
+
+        return supervise(settings, clock)
+    prepared = prepare(settings, clock)
+    metrics: MetricsServer | None = None
+    try:
+        if settings.metrics_port:
+            metrics = serve_metrics(settings.metrics_host, settings.metrics_port)
+        with stop_on_signals() as stop:
+            run_until(settings, prepared, clock, stop,
+                      lambda running: print(listening_line(settings, running.port, running.enroll_port), flush=True))
         print("counterguard controller stopped", flush=True)
         return 0
     finally:
-        engine.dispose()
+        if metrics is not None:
+            metrics.stop()
+        prepared.engine.dispose()

@@ -36,11 +36,19 @@ def _options(
     context.configure(config=config, overrides={"data_dir": data_dir, "database_url": database_url})
 
 
-def _register() -> None:
-    """Mount every command group; each module exposes ``register(app)``."""
-    from controller.cli import agents, assets, decisions, inventory, org, policy, score, serve, tokens, violations
+_registered = False
 
-    for module in (serve, tokens, agents, inventory, policy, violations, decisions, org, score, assets):
+
+def _register() -> None:
+    """Mount every command group once per process; each module exposes ``register(app)``."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from controller.cli import (agents, assets, decisions, doctor, inventory, org, policy, score, serve, tokens,
+                                violations)
+
+    for module in (serve, tokens, agents, inventory, policy, violations, decisions, org, score, assets, doctor):
         module.register(app)
 
 

@@ -285,6 +285,10 @@ def read_yaml(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(part for part in (exc.context, exc.problem) if part)
         raise _refused(source, mark.line + 1 if mark else 0, f"not valid YAML: {problem}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow; it knows only the offset
+        line = text[: exc.position].count("\n") + 1
+        shown = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        raise _refused(source, line, f"not valid YAML: the character {shown} is not allowed ({exc.reason})") from None
     except yaml.YAMLError as exc:
         raise _refused(source, 0, f"not valid YAML: {exc}") from None
     finally:

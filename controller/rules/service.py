@@ -8,8 +8,9 @@ decision or a policy change (:meth:`reevaluate`).
 lookback`` on and what the rules need from before (see :mod:`controller.rules.loading`).
 
 **Storing.** Violations are upserted by key: a new key is inserted ``open``; an existing one gets
-the newer evidence, the wider period, the current rule's title, reference and penalty, and keeps
-its status (a ``withdrawn`` one found again is ``open`` again). A violation is never deleted.
+the newer evidence, the wider period, the current rule's title, reference and penalty, the accounts
+found now, and keeps its status (a ``withdrawn`` one found again is ``open`` again). A violation is
+never deleted.
 
 **Withdrawing.** A range's evaluation is authoritative for the violations that start after
 ``start − lookback`` (every fact from then on is loaded: a fact cannot be received before it
@@ -19,21 +20,23 @@ that started earlier are only ever updated, never withdrawn, by a narrower range
 
 **Concurrency.** One agent is evaluated at a time, whichever controller does it: on PostgreSQL the
 evaluation holds the agent's row lock (the one ingest takes) for its transaction; on SQLite the
-transaction takes the database's write lock at its start. The sweep runs in one controller at a
-time (``pg_try_advisory_lock``; on SQLite, one per process, which is the supported deployment).
+transaction takes the database's write lock at its start, and a violation's key is unique in the
+table, so evaluations of one agent by two replicas at once store each violation once. The sweep
+claims groups of agents, so across replicas each group is swept by one of them per round (see
+:mod:`controller.rules.claims`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
+import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import and_, insert, or_, select, text, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from controller.clock import Clock, utc_now
@@ -41,8 +44,9 @@ from controller.errors import NotFound
 from controller.models import AGENT, FACT
 from controller.policy.model import Policy, RuleKind
 from controller.rules.base import Account, Approval, Device, Matcher, RuleContext, TimeSpan, WorkingTime
+from controller.rules.claims import SWEEP_GROUPS, SweepClaims, sweep_group
 from controller.rules.evaluate import TIME_KINDS, ViolationCandidate, evaluate_agent
-from controller.rules.loading import FactLoader, Loaded, affected_kinds
+from controller.rules.loading import FactLoader, Loaded, affected_kinds, kinds_to_evaluate
 from controller.rules.records import (
     ACCOUNT_MAPPING,
     EXEMPTION,
@@ -56,9 +60,6 @@ from protos.counterguard.v1 import facts_pb2
 log = logging.getLogger(__name__)
 
 ENGINE_NAME = "rules engine"
-# Key of the PostgreSQL advisory lock held while sweeping ("CGsweep!" in ASCII).
-PG_SWEEP_LOCK = 0x4347_7377_6565_7021
-_SQLITE_SWEEP = threading.Lock()
 
 class LoadedPolicyLike(Protocol):
     """What the service needs of :class:`controller.policy.store.LoadedPolicy`."""
@@ -114,6 +115,7 @@ class RulesService:
         self.lookback = lookback
         self._loader = FactLoader(lookback, process_chain_limit, clock)
         self.sweep_lookback = sweep_lookback
+        self._claims = SweepClaims(engine)
 
     # ------------------------------------------------------------------ entry points
 
@@ -131,7 +133,8 @@ class RulesService:
 
     def on_ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact]) -> EvaluationResult:
         """Evaluate what the newly stored ``facts`` of the agent can change: the rule kinds that read facts of
-        their kinds (see :func:`affected_kinds`), from the agent's previous contact to now.
+        their kinds, narrowed for live reports (see :func:`kinds_to_evaluate`), from the agent's previous
+        contact to now.
 
         The range is by receive time, so late facts (observed long before they arrived, e.g. after an
         outage) are all loaded and judged whatever time they carry, with the facts before the outage.
@@ -147,12 +150,33 @@ class RulesService:
                 .order_by(FACT.c.sequence.desc())
                 .limit(1)
             ).scalar_one_or_none()
-        since = min(previous or now, now)
-        return self._evaluate(agent_id, since - self.lookback, now, None, affected_kinds(facts),
+            since = min(previous or now, now)
+            kinds = self._kinds_for_report(conn, agent_id, facts, now, since)
+        if not kinds:
+            return EvaluationResult()
+        return self._evaluate(agent_id, since - self.lookback, now, None, kinds,
                               "no longer found when newer facts arrived")
 
+    def _kinds_for_report(self, conn: Connection, agent_id: str, facts: Sequence[facts_pb2.Fact],
+                          now: dt.datetime, since: dt.datetime) -> set[RuleKind]:
+        """The rule kinds a report can change (:func:`kinds_to_evaluate`); all it touches without an active policy."""
+        loaded = self._policies.active()
+        if loaded is None:
+            return affected_kinds(facts)
+        forbidden = {c.value for r in loaded.policy.rules if r.enabled and r.kind is RuleKind.FORBIDDEN_PROGRAM
+                     for c in r.categories}
+        in_use = conn.execute(
+            select(VIOLATION.c.id).where(
+                VIOLATION.c.agent_id == agent_id, VIOLATION.c.kind == RuleKind.FORBIDDEN_PROGRAM.value,
+                or_(VIOLATION.c.period_end.is_(None), VIOLATION.c.period_end >= since - self.lookback))
+            .limit(1)
+        ).first() is not None
+        return kinds_to_evaluate(facts, forbidden, loaded.matcher, now=now, previous_contact=since,
+                                 program_in_use=in_use)
+
     def sweep(self, now: dt.datetime | None = None) -> EvaluationResult | None:
-        """Evaluate the time-based rules for every agent over the recent range; ``None`` if another sweeps now."""
+        """Evaluate the time-based rules over the recent range for the agents of every group this controller
+        can claim; ``None`` when other sweepers hold every group (see :mod:`controller.rules.claims`)."""
         now = now or self._clock()
         loaded = self._policies.active()
         if loaded is None:
@@ -160,20 +184,41 @@ class RulesService:
         kinds = {r.kind for r in loaded.policy.rules if r.enabled} & TIME_KINDS
         if not kinds:
             return EvaluationResult()
-        with self._sweep_lock() as acquired:
-            if not acquired:
+        with self._claims.round() as claim:
+            if claim is None:
                 return None
-            result = EvaluationResult()
+            groups: dict[int, list[str]] = {}
             for agent_id in self._sweepable_agents():
-                try:
-                    result += self._evaluate(agent_id, now - self.sweep_lookback - self.lookback, now,
-                                             now - self.sweep_lookback, kinds, "no longer found by the sweep",
-                                             loaded=loaded)
-                except NotFound:
-                    continue  # removed meanwhile
-                except Exception:  # noqa: BLE001 - one agent's failure must not stop the sweep of the others
-                    log.exception("sweep of agent %s failed", agent_id)
-            return result
+                groups.setdefault(sweep_group(agent_id), []).append(agent_id)
+            began, claimed, result = time.monotonic(), 0, EvaluationResult()
+            for group in range(SWEEP_GROUPS):  # claimed one by one: a slow sweeper leaves the rest to others
+                if not claim(group):
+                    continue
+                claimed += 1
+                for agent_id in groups.get(group, ()):
+                    result += self._sweep_agent(agent_id, now, kinds, loaded)
+        if not claimed:
+            return None
+        log.log(logging.INFO if result.agents else logging.DEBUG,
+                "swept %d of %d agent groups (%d agents) in %.1f s: %d violations new, %d updated, %d withdrawn",
+                claimed, SWEEP_GROUPS, result.agents, time.monotonic() - began, result.created, result.updated,
+                result.withdrawn)
+        return result
+
+    def _sweep_agent(self, agent_id: str, now: dt.datetime, kinds: Collection[RuleKind],
+                     loaded: Any) -> EvaluationResult:
+        try:
+            return self._evaluate(agent_id, now - self.sweep_lookback - self.lookback, now, now - self.sweep_lookback,
+                                  kinds, "no longer found by the sweep", loaded=loaded)
+        except NotFound:
+            return EvaluationResult()  # removed meanwhile
+        except Exception:  # noqa: BLE001 - one agent's failure must not stop the sweep of the others
+            log.exception("sweep of agent %s failed", agent_id)
+            return EvaluationResult()
+
+    def close(self) -> None:
+        """Free the sweep groups this service holds (at the end of the process)."""
+        self._claims.close()
 
     def reevaluate(
         self,
@@ -231,8 +276,8 @@ class RulesService:
                                         start, end, kinds=evaluated_kinds)
             new, updated = self._upsert(conn, candidates, loaded)
             owned_from = data.owned_from
-            if candidate_start is not None and owned_from is not None:
-                owned_from = max(owned_from, candidate_start)
+            if candidate_start is not None:  # candidates start there: nothing older is this evaluation's to withdraw
+                owned_from = candidate_start if owned_from is None else max(owned_from, candidate_start)
             withdrawn = self._withdraw(conn, agent_id, policy, rules, kinds is None, data, owned_from, end,
                                        {c.key for c in candidates}, reason)
         return EvaluationResult(len(new), updated, withdrawn, 1, new)
@@ -375,26 +420,6 @@ class RulesService:
                 select(AGENT.c.id).where(AGENT.c.revoked_at.is_(None), AGENT.c.last_sequence > 0).order_by(AGENT.c.id)
             ).scalars())
 
-    @contextmanager
-    def _sweep_lock(self) -> Iterator[bool]:
-        if self._engine.dialect.name != "postgresql":
-            acquired = _SQLITE_SWEEP.acquire(blocking=False)
-            try:
-                yield acquired
-            finally:
-                if acquired:
-                    _SQLITE_SWEEP.release()
-            return
-        with self._engine.connect() as conn:
-            acquired = bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": PG_SWEEP_LOCK}).scalar())
-            conn.commit()
-            try:
-                yield acquired
-            finally:
-                if acquired:
-                    conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": PG_SWEEP_LOCK})
-                    conn.commit()
-
 
 def _row_values(candidate: ViolationCandidate, policy_id: str, version: str) -> dict[str, Any]:
     return {
@@ -408,6 +433,7 @@ def _row_values(candidate: ViolationCandidate, policy_id: str, version: str) -> 
         "policy_version": version,
         "agent_id": candidate.agent_id,
         "subject": candidate.subject,
+        "accounts": list(candidate.accounts),
         "period_start": candidate.period_start,
         "period_end": candidate.period_end,
         "occurred_at": candidate.occurred_at,
@@ -422,7 +448,8 @@ def _row_values(candidate: ViolationCandidate, policy_id: str, version: str) -> 
 
 
 _CURRENT_RULE = ("rule_id", "ref", "title", "kind", "category", "policy_id", "policy_version", "subject",
-                 "informational", "attribute_to_owner", "penalty_points", "penalty_money", "penalty_section")
+                 "accounts", "informational", "attribute_to_owner", "penalty_points", "penalty_money",
+                 "penalty_section")
 
 
 def _changes(row: Any, values: dict[str, Any]) -> dict[str, Any]:

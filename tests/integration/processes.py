@@ -88,16 +88,18 @@ def restart_controller(previous: Controller) -> Controller:
 
 
 def start_controller(
-    data_dir: Path, database_url: str | None = None, ports: tuple[int, int] = (0, 0), env: dict[str, str] | None = None
+    data_dir: Path, database_url: str | None = None, ports: tuple[int, int] = (0, 0), env: dict[str, str] | None = None,
+    serve_args: tuple[str, ...] = (),
 ) -> Controller:
     """Start ``counterguard serve`` on loopback (free ports unless given) and wait until it says where it listens.
 
-    ``env`` adds environment variables for the controller only (e.g. the ``COUNTERGUARD_FAKE_NOW`` test hook).
+    ``env`` adds environment variables for the controller only (e.g. the ``COUNTERGUARD_FAKE_NOW`` test hook);
+    ``serve_args`` more options of ``serve`` (e.g. ``--workers 2``).
     """
     cmd = [str(BIN / "counterguard"), "--data-dir", str(data_dir)]
     if database_url:
         cmd += ["--db", database_url]
-    cmd += ["serve", "--listen", f"127.0.0.1:{ports[0]}", "--enroll-listen", f"127.0.0.1:{ports[1]}"]
+    cmd += ["serve", "--listen", f"127.0.0.1:{ports[0]}", "--enroll-listen", f"127.0.0.1:{ports[1]}", *serve_args]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(env))
     controller = Controller(data_dir=data_dir, database_url=database_url, process=process)
     lines: queue.Queue[str] = queue.Queue()
@@ -131,7 +133,9 @@ class Agent:
     settings: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
-        return _env({f"COUNTERGUARD_AGENT_{k.upper()}": v for k, v in self.settings.items()})
+        # Each agent listens for session helpers in its own folder: agents of one test run must not share one.
+        settings = {"run_dir": str(self.state_dir.parent / f"{self.state_dir.name}.run"), **self.settings}
+        return _env({f"COUNTERGUARD_AGENT_{k.upper()}": v for k, v in settings.items()})
 
     def command(self, *args: str) -> list[str]:
         return [str(BIN / "counterguard-agent"), "--state-dir", str(self.state_dir), *args]

@@ -19,7 +19,7 @@ from controller.models import Agent
 from controller.policy.calendar import WorkCalendar
 from controller.policy.catalogue import CatalogueMatcher
 from controller.policy.model import Occurrence, Policy, RuleKind, When
-from controller.rules import service as service_module
+from controller.rules import claims
 from controller.rules.decisions import DecisionService
 from controller.rules.records import VIOLATION
 from controller.rules.service import RulesService
@@ -232,18 +232,42 @@ def test_the_sweep_finds_a_silent_agent_and_a_computer_left_on(engine: Engine, w
     assert [v.rule_id for v in violations(engine) if v.status == "open"] == ["after-hours"]
 
 
+def test_the_sweep_keeps_older_violations_of_an_agent_whose_whole_backlog_just_arrived(
+        engine: Engine, workstation: Workstation, rules: RulesService, clock: Any) -> None:
+    """Everything the agent ever sent arrived within the sweep's range (an outbox drained after weeks
+    offline): the sweep judges its own range only, not the evenings of weeks ago."""
+    from protos.counterguard.v1 import facts_pb2 as pb
+
+    facts = Facts()
+    arrived = local(2026, 11, 30, 12)
+    facts.heartbeats(local(2026, 11, 5, 16, 50), local(2026, 11, 5, 18), received=arrived)
+    facts.add(local(2026, 11, 5, 18, 1), arrived, power=pb.PowerEvent(kind=pb.PowerEvent.KIND_SHUTDOWN))
+    facts.boot(arrived)
+    facts.heartbeats(arrived, arrived)
+    workstation.report(facts)
+    assert [(v.rule_id, v.status) for v in violations(engine)] == [("after-hours", "open")]
+
+    clock.now = arrived + 2 * MINUTE
+    rules.sweep()
+
+    assert [(v.rule_id, v.local_date, v.status) for v in violations(engine)] == [
+        ("after-hours", dt.date(2026, 11, 5), "open")]
+
+
 @pytest.fixture
 def sweep_held_elsewhere(engine: Engine) -> Iterator[None]:
-    """The sweep lock held by another controller (PostgreSQL) or another thread (SQLite)."""
+    """Every sweep group held by another controller (PostgreSQL) or the sweep by another thread (SQLite)."""
     if engine.dialect.name == "postgresql":
         with engine.connect() as other:
-            other.execute(text("SELECT pg_advisory_lock(:key)"), {"key": service_module.PG_SWEEP_LOCK})
+            for group in range(claims.SWEEP_GROUPS):
+                other.execute(text("SELECT pg_advisory_lock(:key, :group)"),
+                              {"key": claims.PG_SWEEP_LOCK, "group": group})
             other.commit()
             yield
-            other.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": service_module.PG_SWEEP_LOCK})
+            other.execute(text("SELECT pg_advisory_unlock_all()"))
             other.commit()
     else:
-        with service_module._SQLITE_SWEEP:
+        with claims._SQLITE_SWEEP:
             yield
 
 
