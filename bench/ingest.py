@@ -7,7 +7,8 @@ the controller's own TLS settings and certificate that parses each Report and an
 what a gRPC service costs with no work behind it. The controller stores every fact (committed
 before the answer) and runs the rules on it.
 
-Printed: reports/s and facts/s of each, the ratio controller/echo (target ≥ 0.60), ack latency
+The controller runs with its per-agent rate limits off (they would cap a closed loop, which is
+their job). Printed: reports/s and facts/s of each, the ratio controller/echo (target ≥ 0.60), ack latency
 p50/p99, and the controller's CPU. ``--db`` runs the controller on PostgreSQL instead of SQLite.
 
     python bench/ingest.py --agents 32 --seconds 30
@@ -90,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     folder = Path(tempfile.mkdtemp(prefix="cg-ingest-"))
-    controller = simulate.start_controller(folder / "controller", args.db, 1)
+    # The per-agent rate limits would cap a closed loop at a few reports per agent: off, to measure ingest.
+    unlimited = {"COUNTERGUARD_AGENT_REPORTS_PER_SECOND": "0", "COUNTERGUARD_AGENT_FACTS_PER_SECOND": "0"}
+    controller = simulate.start_controller(folder / "controller", args.db, 1, unlimited)
     echo = None
     try:
         tokens = simulate.make_tokens(folder / "controller", args.db, 1, args.agents)

@@ -86,12 +86,13 @@ class Controller:
                 self.process.kill()
 
 
-def start_controller(data_dir: Path, db: str | None, workers: int) -> Controller:
+def start_controller(data_dir: Path, db: str | None, workers: int, env: dict[str, str] | None = None) -> Controller:
     cmd = [str(BIN / "counterguard"), "--data-dir", str(data_dir)] + (["--db", db] if db else [])
     cmd += ["serve", "--listen", "127.0.0.1:0", "--enroll-listen", "127.0.0.1:0"]
     if workers > 1:
         cmd += ["--workers", str(workers)]
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, **(env or {})})
     log: list[str] = []
     deadline = time.monotonic() + 120
     assert process.stdout is not None

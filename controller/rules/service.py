@@ -143,6 +143,7 @@ class RulesService:
             return EvaluationResult()
         now = self._clock()
         first = min(f.sequence for f in facts)
+        loaded = self._policies.active()  # before taking a connection: it takes one of its own
         with self._engine.connect() as conn:
             previous = conn.execute(
                 select(FACT.c.received_at)
@@ -151,16 +152,15 @@ class RulesService:
                 .limit(1)
             ).scalar_one_or_none()
             since = min(previous or now, now)
-            kinds = self._kinds_for_report(conn, agent_id, facts, now, since)
+            kinds = self._kinds_for_report(conn, loaded, agent_id, facts, now, since)
         if not kinds:
             return EvaluationResult()
         return self._evaluate(agent_id, since - self.lookback, now, None, kinds,
-                              "no longer found when newer facts arrived")
+                              "no longer found when newer facts arrived", loaded=loaded)
 
-    def _kinds_for_report(self, conn: Connection, agent_id: str, facts: Sequence[facts_pb2.Fact],
+    def _kinds_for_report(self, conn: Connection, loaded: Any, agent_id: str, facts: Sequence[facts_pb2.Fact],
                           now: dt.datetime, since: dt.datetime) -> set[RuleKind]:
         """The rule kinds a report can change (:func:`kinds_to_evaluate`); all it touches without an active policy."""
-        loaded = self._policies.active()
         if loaded is None:
             return affected_kinds(facts)
         forbidden = {c.value for r in loaded.policy.rules if r.enabled and r.kind is RuleKind.FORBIDDEN_PROGRAM

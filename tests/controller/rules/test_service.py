@@ -24,6 +24,7 @@ from controller.rules.decisions import DecisionService
 from controller.rules.records import VIOLATION
 from controller.rules.service import RulesService
 from controller.rules.violations import ViolationService
+from policies import DEFAULT_POLICY
 from tests.controller.rules.builders import MINUTE, Facts, desktop_game, dpkg, local, policy, rule
 
 AGENT = "ag-rules-0001"
@@ -359,3 +360,25 @@ def test_evaluating_batch_by_batch_finds_what_one_evaluation_of_everything_finds
     assert stored == {(c.rule_id, c.key) for c in once}
     assert withdrawn == []
     assert {rule_id for rule_id, _ in stored} == {r.id for r in EVERYTHING.rules}
+
+
+def test_a_report_is_judged_holding_one_database_connection_at_a_time(engine: Engine, clock: Any) -> None:
+    """Report handlers run in parallel threads on one connection pool: a handler that held a connection
+    while asking for another would wait for ever once every connection is held by such a handler."""
+    from sqlalchemy import create_engine
+
+    from controller.policy.store import PolicyStore
+
+    narrow = create_engine(engine.url, pool_size=1, max_overflow=0, pool_timeout=3)
+    try:
+        store = PolicyStore(narrow, clock)
+        store.apply(DEFAULT_POLICY.read_text(encoding="utf-8"), "default.yaml", "test")
+        with session_scope(narrow) as session:
+            session.add(Agent(id=AGENT, window="W01", enrolled_at=clock(), cert_serial="1", cert_fingerprint="f",
+                              cert_not_after=clock() + dt.timedelta(days=365)))
+        facts = Facts()
+        play(facts, local(2026, 11, 2, 10, 0), local(2026, 11, 2, 10, 30))
+        Workstation(narrow, clock, RulesService(narrow, store, clock)).report(facts)
+        assert [v.kind for v in violations(narrow)] == ["forbidden_program"]
+    finally:
+        narrow.dispose()
