@@ -41,7 +41,8 @@ def read_status(path: Path, now: dt.datetime) -> dict[str, Any]:
         written_at = dt.datetime.fromisoformat(data["written_at"])
         pid, interval = int(data["pid"]), float(data["check_interval_seconds"])
     except FileNotFoundError:
-        return {"running": False, "reason": f"no status file ({path}): the agent has not run with this state folder"}
+        return {"running": False,
+                "reason": f"no status file ({path}): only a running agent (`run`, not `run --once`) writes it"}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return {"running": False, "reason": f"the status file {path} is unreadable ({exc})"}
     age = (now - written_at).total_seconds()

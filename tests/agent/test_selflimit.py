@@ -238,7 +238,7 @@ def test_status_reads_fresh_stale_and_missing_files(tmp_path: Path) -> None:
     assert describe(read_status(path, written))[0].startswith("agent:         not running (its process is gone")
     path.write_text("{half")
     assert "unreadable" in read_status(path, written)["reason"]
-    assert "has not run" in describe(read_status(tmp_path / "absent.json", written))[0]
+    assert "only a running agent" in describe(read_status(tmp_path / "absent.json", written))[0]
 
 
 # ------------------------------------------------------------------------------ in the service
