@@ -8,9 +8,11 @@ invalidate.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hmac
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -135,20 +137,38 @@ class AgentDirectory:
         The certificate must name a known agent (CN), be the very certificate issued to it
         (SHA-256 fingerprint) and the agent must not be revoked.
         """
-        try:
-            agent_id, presented = agent_id_of(cert_pem)
-        except ValueError:
-            raise Unauthenticated("the client certificate cannot be read") from None
-        if not agent_id:
-            raise Unauthenticated("the client certificate names no agent")
+        agent_id, presented = identify(cert_pem)
         with session_scope(self._engine) as session:
             row = session.get(Agent, agent_id)
-        if row is None:
-            raise Unauthenticated(f"unknown agent {agent_id!r}: enrol again")
-        if not hmac.compare_digest(presented, row.cert_fingerprint):
-            raise Unauthenticated(f"the certificate presented is not the one issued to agent {agent_id!r}")
-        if row.revoked_at is not None:
-            raise Unauthenticated(
-                f"agent {agent_id!r} is revoked" + (f": {row.revoked_reason}" if row.revoked_reason else "")
-            )
+        check_certificate(agent_id, presented, row)
+        assert row is not None
         return row
+
+
+@functools.lru_cache(maxsize=4096)
+def identify(cert_pem: bytes) -> tuple[str, str]:
+    """The agent id a TLS-verified client certificate names and its fingerprint, else :class:`Unauthenticated`.
+
+    Only reads the certificate (kept for the next call of the same agent); whether it is still the
+    agent's certificate is :func:`check_certificate`'s question, asked of the database each time.
+    """
+    try:
+        agent_id, presented = agent_id_of(cert_pem)
+    except ValueError:
+        raise Unauthenticated("the client certificate cannot be read") from None
+    if not agent_id:
+        raise Unauthenticated("the client certificate names no agent")
+    return agent_id, presented
+
+
+def check_certificate(agent_id: str, presented: str, row: Any) -> None:
+    """Raise :class:`Unauthenticated` unless ``row`` (the agent's stored row, or None) holds the certificate
+    with fingerprint ``presented`` and is not revoked."""
+    if row is None:
+        raise Unauthenticated(f"unknown agent {agent_id!r}: enrol again")
+    if not hmac.compare_digest(presented, row.cert_fingerprint):
+        raise Unauthenticated(f"the certificate presented is not the one issued to agent {agent_id!r}")
+    if row.revoked_at is not None:
+        raise Unauthenticated(
+            f"agent {agent_id!r} is revoked" + (f": {row.revoked_reason}" if row.revoked_reason else "")
+        )

@@ -50,6 +50,11 @@ class Settings:
     # How often the periodic sweep evaluates the rules that need time to pass (machine still on after
     # work, agent silent); with several controllers one of them sweeps at a time.
     rules_sweep_interval_seconds: int = 60
+    # Rules are evaluated after a report's acknowledgement, in these threads, coalesced per agent (see
+    # controller.evaluation). A report waits at most this long for its own evaluation when a thread is
+    # free for it (so the answer can carry its notices); under load the answer does not wait.
+    rules_evaluation_threads: int = 2
+    rules_evaluation_wait_seconds: float = 5.0
     # Per-agent limits on Report (token buckets in each controller process, see controller.limits);
     # a rate of 0 turns that limit off. A batch larger than the fact burst waits for a full bucket.
     agent_reports_per_second: float = 5.0

@@ -58,7 +58,10 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # No ``pool_pre_ping``: it costs a round trip at every checkout, several per report. A connection
+    # the server closed (PostgreSQL restarted) fails its first statement instead; SQLAlchemy then sees the
+    # disconnect and drops every pooled connection, and that one call answers UNAVAILABLE and is retried.
+    return create_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_recycle=3600)
 
 
 @contextmanager

@@ -2,8 +2,9 @@
 
 Each method identifies the caller, calls one service (:mod:`controller.enrollment`,
 :mod:`controller.ingest`, the policy provider) and maps the service's errors to gRPC status
-codes, with the error's sentence as details; a stored Report is then handed to the rules service, and
-its answer carries the policy provider's notices about the violations that evaluation recorded first.
+codes, with the error's sentence as details; a stored Report is then handed to the rules (in ``serve``
+the evaluation queue of :mod:`controller.evaluation`), and its answer carries the policy provider's
+notices about the violations recorded first that the rules hand back.
 Report and FetchPolicy take the agent's identity from the verified client certificate, never from
 the message.
 """
@@ -18,7 +19,7 @@ from typing import Protocol
 import grpc
 from sqlalchemy.exc import OperationalError
 
-from controller.agents import AgentDirectory
+from controller.agents import AgentDirectory, identify
 from controller.enrollment import EnrollmentService
 from controller.errors import Conflict, CounterGuardError, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from controller.models import Agent
@@ -47,7 +48,9 @@ class Acknowledgement(Protocol):
 class Ingest(Protocol):
     """What Report needs of :class:`controller.ingest.IngestService`."""
 
-    def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact]) -> Acknowledgement: ...
+    def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact], presented: str | None = None) -> Acknowledgement:
+        """Store ``facts``; with ``presented`` (the caller's certificate fingerprint) check it is the agent's."""
+        ...
 
 
 class Evaluation(Protocol):
@@ -151,6 +154,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, NO_CERTIFICATE)
         return self._directory.authenticate(certificates[0])
 
+    def _presented(self, context: grpc.ServicerContext) -> tuple[str, str]:
+        """The agent id and certificate fingerprint of the verified client certificate (not yet checked
+        against the agent's row); aborts with UNAUTHENTICATED without a certificate."""
+        certificates = context.auth_context().get("x509_pem_cert")
+        if not certificates:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, NO_CERTIFICATE)
+        return identify(certificates[0])
+
     def Enroll(self, request: agent_pb2.EnrollRequest, context: grpc.ServicerContext) -> agent_pb2.EnrollResponse:
         with _status_on_error(context, "Enroll"):
             result = self._enrollment.enroll(
@@ -173,18 +184,19 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def Report(self, request: agent_pb2.ReportRequest, context: grpc.ServicerContext) -> agent_pb2.ReportResponse:
         # An agent that vanished between authentication and ingest is as unknown as one never enrolled.
         with _status_on_error(context, "Report", {NotFound: grpc.StatusCode.UNAUTHENTICATED}):
-            agent = self._caller(context)
-            result = self._ingest.ingest(agent.id, request.facts)
-        recorded = self._evaluate(agent.id, request.facts) if getattr(result, "stored", len(request.facts)) else ()
+            agent_id, presented = self._presented(context)
+            # The certificate is checked against the agent's row in the transaction that stores the facts.
+            result = self._ingest.ingest(agent_id, request.facts, presented)
+        recorded = self._evaluate(agent_id, request.facts) if getattr(result, "stored", len(request.facts)) else ()
         version, _ = self._policies.current()
         if result.conflicts:
             log.warning("agent %s re-used %d sequence numbers for new facts (from %d); asked it to renumber them",
-                        agent.id, len(result.conflicts), result.conflicts[0])
+                        agent_id, len(result.conflicts), result.conflicts[0])
         return agent_pb2.ReportResponse(
             acknowledged_sequence=result.acknowledged_sequence,
             policy_version=version,
             conflicting_sequences=result.conflicts,
-            notices=self._notices(agent.id, recorded),
+            notices=self._notices(agent_id, recorded),
         )
 
     def _evaluate(self, agent_id: str, facts: Sequence[facts_pb2.Fact]) -> Sequence[RecordedViolation]:

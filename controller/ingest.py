@@ -7,6 +7,11 @@ before anything is written; a malformed fact rejects the whole batch with an
 earlier one, stores each fact once. Batches of one agent are serialized by locking its row, so
 controller replicas ingesting the same batch at the same moment agree on what was stored and on
 the acknowledgement, which is the highest sequence held once the transaction has committed.
+
+The agent's row keeps that highest sequence (``last_sequence``), so a live batch (every sequence
+above it) needs no look at the facts already held. When the caller passes the fingerprint of the
+certificate the agent presented, it is checked against the agent's row under the same lock: one
+transaction both authenticates the batch and stores it.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import Message
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
+from controller.agents import check_certificate
 from controller.clock import Clock, utc_now
 from controller.convert import fact_to_row, timestamp_is_valid
 from controller.errors import InvalidInput, NotFound, Unauthenticated
@@ -62,11 +68,12 @@ class IngestService:
         self._limits = limits
         self._insert = _insert_ignoring_duplicates(engine.dialect.name)
 
-    def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact]) -> IngestResult:
+    def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact], presented: str | None = None) -> IngestResult:
         """Store the new facts of ``facts`` for ``agent_id`` and return what is now held.
 
         Raises :class:`InvalidInput` (nothing stored) for a malformed or oversized batch,
-        :class:`NotFound` for an unknown agent and :class:`Unauthenticated` for a revoked one.
+        :class:`NotFound` for an unknown agent and :class:`Unauthenticated` for a revoked one, or (with
+        ``presented``, a certificate fingerprint) for a certificate that is not the agent's.
         An empty batch stores nothing but still counts as contact (``last_seen_at``).
         """
         validate_batch(facts, self._limits)
@@ -74,12 +81,14 @@ class IngestService:
         rows = [fact_to_row(agent_id, fact, received_at) for fact in facts]
         with self._engine.begin() as conn:
             _begin_write(conn)
-            _lock_agent(conn, agent_id)
-            new_rows, conflicts = _without_held(conn, agent_id, rows)
+            held = _lock_agent(conn, agent_id, presented)
+            if rows and rows[0]["sequence"] > held:  # a live batch: nothing of it can be held yet
+                new_rows, conflicts = rows, ()
+            else:
+                new_rows, conflicts = _without_held(conn, agent_id, rows)
             if new_rows:
                 conn.execute(self._insert, new_rows)
-            held = conn.execute(select(func.max(FACT.c.sequence)).where(FACT.c.agent_id == agent_id)).scalar_one()
-            acknowledged = int(held or 0)
+            acknowledged = max(held, max((row["sequence"] for row in new_rows), default=0))
             conn.execute(
                 update(AGENT).where(AGENT.c.id == agent_id).values(last_seen_at=received_at, last_sequence=acknowledged)
             )
@@ -205,20 +214,25 @@ def _begin_write(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _lock_agent(conn: Connection, agent_id: str) -> None:
-    """Lock the agent's row until commit, so one batch of an agent is stored at a time.
+def _lock_agent(conn: Connection, agent_id: str, presented: str | None) -> int:
+    """Lock the agent's row until commit, so one batch of an agent is stored at a time; the highest
+    sequence it holds. With ``presented``, also check the certificate (see :func:`check_certificate`).
 
     On PostgreSQL ``FOR NO KEY UPDATE``: it excludes other ingests of this agent but, unlike
     ``FOR UPDATE``, not inserts elsewhere that reference the agent. On SQLite the transaction
     already holds the database's write lock (see :func:`_begin_write`).
     """
     row = conn.execute(
-        select(AGENT.c.id, AGENT.c.revoked_at).where(AGENT.c.id == agent_id).with_for_update(key_share=True)
+        select(AGENT.c.revoked_at, AGENT.c.revoked_reason, AGENT.c.cert_fingerprint, AGENT.c.last_sequence)
+        .where(AGENT.c.id == agent_id).with_for_update(key_share=True)
     ).one_or_none()
+    if presented is not None:
+        check_certificate(agent_id, presented, row)
     if row is None:
         raise NotFound(f"no agent {agent_id!r}")
     if row.revoked_at is not None:
         raise Unauthenticated(f"agent {agent_id!r} was revoked")
+    return int(row.last_sequence)
 
 
 def _without_held(

@@ -13,6 +13,9 @@
 - ``counterguard_violations_created_total{rule}``: violations stored for the first time, after a
   report or by the sweep, and ``counterguard_sweep_duration_seconds`` / ``counterguard_sweeps_total
   {outcome}`` for the periodic sweep, counted by :class:`InstrumentedRules`.
+- ``counterguard_evaluation_backlog`` (agents whose facts wait for their rule evaluation) and
+  ``counterguard_evaluation_lag_seconds`` (queued → evaluated), set by
+  :class:`controller.evaluation.EvaluationQueue`.
 
 Metrics live in the process's default registry. When ``$PROMETHEUS_MULTIPROC_DIR`` is set (before
 the controller starts), prometheus_client keeps them in files there and :func:`serve_metrics`
@@ -74,6 +77,16 @@ SWEEPS = Counter(
     "Periodic sweeps by outcome: swept, skipped (another controller sweeps), failed.",
     ["outcome"],
 )
+EVALUATION_BACKLOG = Gauge(
+    "counterguard_evaluation_backlog",
+    "Agents whose stored facts wait for their rule evaluation in this controller (summed over processes).",
+    multiprocess_mode="livesum",
+)
+EVALUATION_LAG = Histogram(
+    "counterguard_evaluation_lag_seconds",
+    "Time from an agent's queueing for evaluation after a report to the end of that evaluation.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0),
+)
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
@@ -113,9 +126,9 @@ class InstrumentedIngest:
     def __init__(self, ingest: Any) -> None:
         self._ingest = ingest
 
-    def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact]) -> Any:
+    def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact], presented: str | None = None) -> Any:
         try:
-            result = self._ingest.ingest(agent_id, facts)
+            result = self._ingest.ingest(agent_id, facts, presented)
         except InvalidInput:
             FACTS.labels("invalid").inc(len(facts))
             raise

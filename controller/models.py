@@ -72,6 +72,8 @@ class Agent(SQLModel, table=True):
     revoked_reason: str = Field(default="", max_length=256)
     last_seen_at: dt.datetime | None = Field(default=None, sa_column=utc_column(nullable=True))
     last_sequence: int = Field(default=0, sa_type=BigInteger)
+    # Facts up to this sequence have been judged by the rules after ingest (the rest wait in the backlog).
+    evaluated_sequence: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
 
 
 class Fact(SQLModel, table=True):

@@ -280,15 +280,19 @@ def run_until(
 
     ``on_ready`` is called once both ports accept calls.
     """
+    from controller.evaluation import EvaluationQueue
     from controller.policy.provider import StoredPolicyProvider
     from controller.rules.service import RulesService
     from controller.rules.sweep import Sweeper
 
     rules = InstrumentedRules(RulesService(prepared.engine, prepared.store, clock))
+    evaluations = EvaluationQueue(rules, threads=settings.rules_evaluation_threads,
+                                  wait_seconds=settings.rules_evaluation_wait_seconds, clock=clock)
     running = build_server(settings, prepared.engine, prepared.pki, clock,
-                           policies=StoredPolicyProvider(prepared.store, clock=clock), rules=rules)
+                           policies=StoredPolicyProvider(prepared.store, clock=clock), rules=evaluations)
     sweeper = Sweeper(rules, settings.rules_sweep_interval_seconds) if sweep else None
     try:
+        evaluations.start()
         running.start()
         if sweeper is not None:
             sweeper.start()
@@ -300,6 +304,7 @@ def run_until(
         if sweeper is not None:
             sweeper.stop()
         running.stop(SHUTDOWN_GRACE_SECONDS)
+        evaluations.stop(SHUTDOWN_GRACE_SECONDS)
         rules.close()
 
 

@@ -1,7 +1,7 @@
 """The rules service: load an agent's facts and decisions, evaluate, and store the violations.
 
-:class:`RulesService` knows nothing of gRPC. It is called after every ingest (:meth:`on_ingest`),
-by a periodic sweep for the rules that need time to pass (:meth:`sweep`), and by people after a
+:class:`RulesService` knows nothing of gRPC. It is called after ingest (:meth:`catch_up`, from
+the evaluation queue of :mod:`controller.evaluation`, or :meth:`on_ingest` for one batch), by a periodic sweep for the rules that need time to pass (:meth:`sweep`), and by people after a
 decision or a policy change (:meth:`reevaluate`).
 
 **What is loaded.** For a range [start, end], every fact of the agent received from ``start −
@@ -36,10 +36,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, case, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from controller.clock import Clock, utc_now
+from controller.convert import row_to_fact
 from controller.errors import NotFound
 from controller.models import AGENT, FACT
 from controller.policy.model import Policy, RuleKind
@@ -141,8 +142,30 @@ class RulesService:
         """
         if not facts:
             return EvaluationResult()
+        return self._judge_new(agent_id, facts, min(f.sequence for f in facts), None)
+
+    def catch_up(self, agent_id: str) -> EvaluationResult:
+        """Evaluate the agent's facts stored since its last evaluation and mark them evaluated.
+
+        What :meth:`on_ingest` does for one report, for every fact above ``agent.evaluated_sequence``
+        up to ``agent.last_sequence`` at once: several reports that arrived while the agent waited for
+        its evaluation are judged together. The mark moves in the evaluation's transaction, so facts
+        are marked only once their violations are stored; an evaluation that fails leaves them for the
+        next attempt. Nothing to evaluate (or an unknown agent) is an empty result.
+        """
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(AGENT.c.evaluated_sequence, AGENT.c.last_sequence).where(AGENT.c.id == agent_id)
+            ).one_or_none()
+            if row is None or row.last_sequence <= row.evaluated_sequence:
+                return EvaluationResult()
+            facts = _facts_to_judge(conn, agent_id, row.evaluated_sequence, row.last_sequence)
+        return self._judge_new(agent_id, facts, row.evaluated_sequence + 1, int(row.last_sequence))
+
+    def _judge_new(self, agent_id: str, facts: Sequence[facts_pb2.Fact], first: int,
+                   through: int | None) -> EvaluationResult:
+        """Evaluate the kinds new ``facts`` (sequences from ``first`` on) can change; mark ``through`` evaluated."""
         now = self._clock()
-        first = min(f.sequence for f in facts)
         loaded = self._policies.active()  # before taking a connection: it takes one of its own
         with self._engine.connect() as conn:
             previous = conn.execute(
@@ -152,11 +175,33 @@ class RulesService:
                 .limit(1)
             ).scalar_one_or_none()
             since = min(previous or now, now)
-            kinds = self._kinds_for_report(conn, loaded, agent_id, facts, now, since)
-        if not kinds:
+            kinds = self._kinds_for_report(conn, loaded, agent_id, facts, now, since) if facts else set()
+        if not kinds or loaded is None:
+            if through is not None:
+                self._mark_evaluated(agent_id, through)
             return EvaluationResult()
         return self._evaluate(agent_id, since - self.lookback, now, None, kinds,
-                              "no longer found when newer facts arrived", loaded=loaded)
+                              "no longer found when newer facts arrived", loaded=loaded, through=through)
+
+    def _mark_evaluated(self, agent_id: str, through: int, conn: Connection | None = None) -> None:
+        """Record that the agent's facts up to ``through`` are evaluated (the mark never moves back)."""
+        statement = (update(AGENT).where(AGENT.c.id == agent_id, AGENT.c.evaluated_sequence < through)
+                     .values(evaluated_sequence=through))
+        if conn is not None:
+            conn.execute(statement)
+            return
+        with self._engine.begin() as own:
+            own.execute(statement)
+
+    def backlog(self, settled_before: dt.datetime | None = None) -> list[str]:
+        """The agents holding facts not evaluated yet, oldest contact first; with ``settled_before``, only
+        those whose last contact is older (left behind by a controller that stopped, not in flight)."""
+        query = select(AGENT.c.id).where(AGENT.c.last_sequence > AGENT.c.evaluated_sequence,
+                                         AGENT.c.revoked_at.is_(None))
+        if settled_before is not None:
+            query = query.where(AGENT.c.last_seen_at < settled_before)
+        with self._engine.connect() as conn:
+            return list(conn.execute(query.order_by(AGENT.c.last_seen_at)).scalars())
 
     def _kinds_for_report(self, conn: Connection, loaded: Any, agent_id: str, facts: Sequence[facts_pb2.Fact],
                           now: dt.datetime, since: dt.datetime) -> set[RuleKind]:
@@ -259,6 +304,7 @@ class RulesService:
         reason: str,
         *,
         loaded: Any = None,
+        through: int | None = None,
     ) -> EvaluationResult:
         loaded = loaded or self._policies.active()
         if loaded is None:
@@ -266,6 +312,8 @@ class RulesService:
         policy: Policy = loaded.policy
         rules = [r for r in policy.rules if r.enabled and (kinds is None or r.kind in kinds)]
         if not rules and kinds is not None:
+            if through is not None:
+                self._mark_evaluated(agent_id, through)
             return EvaluationResult()
         evaluated_kinds = {r.kind for r in rules}
         with self._agent_transaction(agent_id) as (conn, agent):
@@ -280,6 +328,8 @@ class RulesService:
                 owned_from = candidate_start if owned_from is None else max(owned_from, candidate_start)
             withdrawn = self._withdraw(conn, agent_id, policy, rules, kinds is None, data, owned_from, end,
                                        {c.key for c in candidates}, reason)
+            if through is not None:
+                self._mark_evaluated(agent_id, through, conn)
         return EvaluationResult(len(new), updated, withdrawn, 1, new)
 
     @contextmanager
@@ -475,3 +525,27 @@ def _changes(row: Any, values: dict[str, Any]) -> dict[str, Any]:
     if evidence != row.evidence:
         changes["evidence"] = evidence
     return changes
+
+
+# Facts whose content decides which rule kinds a report can change (see :func:`kinds_to_evaluate`); of the
+# others only the kind and time are read, so an inventory's payload is not fetched to find that out.
+_JUDGED_BY_CONTENT = ("process_started", "process_stopped", "foreground", "power")
+
+
+def _facts_to_judge(conn: Connection, agent_id: str, after: int, through: int) -> list[facts_pb2.Fact]:
+    """The agent's facts with a sequence in (``after``, ``through``], decoded as far as choosing rule kinds needs."""
+    payload = case((FACT.c.kind.in_(_JUDGED_BY_CONTENT), FACT.c.payload), else_=None)
+    facts = []
+    for sequence, kind, observed_at, content in conn.execute(
+        select(FACT.c.sequence, FACT.c.kind, FACT.c.observed_at, payload)
+        .where(FACT.c.agent_id == agent_id, FACT.c.sequence > after, FACT.c.sequence <= through)
+        .order_by(FACT.c.sequence)
+    ):
+        if content is not None:
+            facts.append(row_to_fact(bytes(content)))
+            continue
+        fact = facts_pb2.Fact(sequence=sequence)
+        fact.observed_at.FromDatetime(observed_at)
+        getattr(fact, kind).SetInParent()
+        facts.append(fact)
+    return facts

@@ -518,7 +518,7 @@ class _FailingIngest:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def ingest(self, agent_id: str, facts: object) -> object:
+    def ingest(self, agent_id: str, facts: object, presented: str | None = None) -> object:
         raise self.error
 
 

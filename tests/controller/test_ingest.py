@@ -7,13 +7,15 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from controller.convert import datetime_to_timestamp, fact_kind, fact_to_row, row_to_fact, timestamp_to_datetime
 from controller.db import make_engine, session_scope
 from controller.errors import InvalidInput, NotFound, Unauthenticated
 from controller.ingest import IngestLimits, IngestResult, IngestService
+from controller.migrate import upgrade
 from controller.models import Agent, Fact
 from protos.counterguard.v1 import facts_pb2 as pb
 
@@ -265,3 +267,51 @@ def test_conversion_round_trip(clock) -> None:
     assert timestamp_to_datetime(datetime_to_timestamp(clock())) == clock()
     with pytest.raises(InvalidInput, match="no kind set"):
         fact_kind(pb.Fact(sequence=1))
+
+
+def test_the_presented_certificate_is_checked_under_the_agents_lock(service: IngestService, engine: Engine,
+                                                                    clock) -> None:
+    assert service.ingest(AGENT, [started(1, clock())], presented=f"fp-{AGENT}").acknowledged_sequence == 1
+
+    with pytest.raises(Unauthenticated, match=f"the certificate presented is not the one issued to agent '{AGENT}'"):
+        service.ingest(AGENT, [started(2, clock())], presented="fp-of-an-older-certificate")
+    with pytest.raises(Unauthenticated, match="unknown agent 'ag-nobody': enrol again"):
+        service.ingest("ag-nobody", [started(1, clock())], presented="fp-ag-nobody")
+    add_agent(engine, "ag-revoked", revoked=True)
+    with pytest.raises(Unauthenticated, match="agent 'ag-revoked' is revoked"):
+        service.ingest("ag-revoked", [started(1, clock())], presented="fp-ag-revoked")
+
+    assert stored_facts(engine) == [(1, "process_started")] and stored_facts(engine, "ag-revoked") == []
+
+
+def test_a_batch_overlapping_what_is_held_is_checked_fact_by_fact(service: IngestService, engine: Engine,
+                                                                  clock) -> None:
+    """A live batch (every sequence above the held one) skips the look at held facts; a resend does not."""
+    service.ingest(AGENT, [started(1, clock()), started(2, clock())])
+
+    result = service.ingest(AGENT, [started(2, clock()), started(3, clock())])
+
+    assert (result.acknowledged_sequence, result.stored, result.duplicates) == (3, 1, 1)
+    assert agent_row(engine).last_sequence == 3
+
+
+@pytest.mark.postgres
+def test_after_postgresql_drops_the_connections_one_call_fails_and_the_next_succeeds(postgres_url: str,
+                                                                                     clock) -> None:
+    """No ping before each use: a connection closed by the server fails once, then the pool is renewed."""
+    engine = make_engine(postgres_url)
+    try:
+        upgrade(engine)
+        add_agent(engine)
+        service = IngestService(engine, clock)
+        service.ingest(AGENT, [started(1, clock())])
+        with make_engine(postgres_url).connect() as admin:  # as a PostgreSQL restart would
+            admin.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+        with pytest.raises(OperationalError):
+            service.ingest(AGENT, [started(2, clock())])
+
+        assert service.ingest(AGENT, [started(2, clock())]).acknowledged_sequence == 2
+        assert stored_facts(engine) == [(1, "process_started"), (2, "process_started")]
+    finally:
+        engine.dispose()

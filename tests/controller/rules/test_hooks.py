@@ -11,6 +11,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from controller.errors import CounterGuardError
 from controller.grpc_server import AgentServicer, BuiltinPolicy
@@ -19,11 +23,25 @@ from controller.server import FAKE_NOW_VARIABLE, _clock_for_tests
 from protos.counterguard.v1 import agent_pb2, facts_pb2
 
 
+def _certificate(agent_id: str) -> bytes:
+    """A certificate naming ``agent_id`` (the servicer reads the name; the ingest checks it is the agent's)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, agent_id)])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+                   .sign(key, hashes.SHA256()))
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+CERTIFICATE = _certificate("ag-1")
+
+
 class Context:
     """The servicer context of a caller with a verified client certificate."""
 
     def auth_context(self) -> dict[str, list[bytes]]:
-        return {"x509_pem_cert": [b"certificate"]}
+        return {"x509_pem_cert": [CERTIFICATE]}
 
     def peer(self) -> str:
         return "ipv4:127.0.0.1:1"
@@ -51,9 +69,8 @@ class Rules:
 
 
 def servicer(rules: Rules, stored: int) -> AgentServicer:
-    directory = SimpleNamespace(authenticate=lambda certificate: SimpleNamespace(id="ag-1"))
-    ingest = SimpleNamespace(ingest=lambda agent_id, facts: Ingested(max(f.sequence for f in facts), stored))
-    return AgentServicer(enrollment=None, directory=directory, ingest=ingest,  # type: ignore[arg-type]
+    ingest = SimpleNamespace(ingest=lambda agent_id, facts, presented: Ingested(max(f.sequence for f in facts), stored))
+    return AgentServicer(enrollment=None, directory=None, ingest=ingest,  # type: ignore[arg-type]
                          policies=BuiltinPolicy(), report_port=1, rules=rules)
 
 
