@@ -5,11 +5,15 @@ Reports back to back (closed loop) over mutual TLS, with the simulator's fact mi
 (:mod:`bench.simulate`), for ``--seconds`` each. The echo server is a plain Python ``grpc.server`` with
 the controller's own TLS settings and certificate that parses each Report and answers at once —
 what a gRPC service costs with no work behind it. The controller stores every fact (committed
-before the answer) and runs the rules on it.
+before the answer) and its rules judge them after the answer, off the acknowledgement path.
 
 The controller runs with its per-agent rate limits off (they would cap a closed loop, which is
 their job). Printed: reports/s and facts/s of each, the ratio controller/echo (target ≥ 0.60), ack latency
-p50/p99, and the controller's CPU. ``--db`` runs the controller on PostgreSQL instead of SQLite.
+p50/p99, and the controller's CPU; then the controller's evaluation backlog at the end of its load (agents
+with facts the rules have not judged yet) and how long after the load the rules took to judge every fact
+(:func:`simulate.catch_up`, waiting at most ``--catch-up-timeout`` seconds). A fast ack with a backlog that
+never drains is not ingest the controller can sustain. ``--db`` runs the controller on PostgreSQL instead
+of SQLite.
 
     python bench/ingest.py --agents 32 --seconds 30
 """
@@ -57,7 +61,10 @@ def _echo_main(pki: Path, port_queue: mp.Queue) -> None:  # type: ignore[type-ar
 
 def load(address: str, ca: bytes, identities: list[Identity], seconds: float, clients: int,
          pid: int) -> dict[str, float]:
-    """Closed-loop load from ``clients`` processes for ``seconds`` (after 3 s of warm-up)."""
+    """Closed-loop load from ``clients`` processes for ``seconds`` (after 3 s of warm-up).
+
+    ``ended`` in the figures is when the load stopped (monotonic seconds), to time what follows it.
+    """
     watch = simulate.ControllerWatch(pid)
     watch.start()
     options = {"interval": 0.0, "duration": seconds, "warmup": 3.0, "game_share": 0.002, "after_hours": 0.0}
@@ -79,7 +86,7 @@ def load(address: str, ca: bytes, identities: list[Identity], seconds: float, cl
     span = ended - began
     return {"reports_per_s": len(latencies) / span, "facts_per_s": sum(r.facts for r in results) / span,
             "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99), "errors": errors,
-            "cpu_percent": cpu}
+            "cpu_percent": cpu, "ended": ended}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per server")
     parser.add_argument("--clients", type=int, default=1, help="client processes")
     parser.add_argument("--db", default=None, help="controller database URL (default: SQLite)")
+    parser.add_argument("--catch-up-timeout", type=float, default=300.0,
+                        help="seconds to wait after the load for the rules to judge every fact")
     args = parser.parse_args(argv)
 
     folder = Path(tempfile.mkdtemp(prefix="cg-ingest-"))
@@ -108,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
                             echo.pid or 0)
         ingest = load(f"127.0.0.1:{controller.port}", controller.ca, identities, args.seconds, args.clients,
                       controller.process.pid)
+        engine = simulate.backlog_engine(simulate.database_url(folder / "controller", args.db))
+        try:
+            backlog_at_end, caught_up_s = simulate.catch_up(engine, ingest["ended"], args.catch_up_timeout)
+        finally:
+            engine.dispose()
     finally:
         controller.stop()
         if echo is not None:
@@ -121,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
               f"server CPU {f['cpu_percent']:.0f} % of one core")
     ratio = ingest["reports_per_s"] / echo_figures["reports_per_s"] if echo_figures["reports_per_s"] else 0.0
     print(f"ratio controller / echo: {ratio:.2f} (target >= 0.60) with {args.agents} workstations in a closed loop")
+    caught_up = (f"caught up {caught_up_s} s after it" if caught_up_s is not None else
+                 f"NOT caught up within {args.catch_up_timeout:.0f} s")
+    print(f"evaluation backlog at the end of the controller's load: {backlog_at_end} agents; {caught_up}")
     return 0
 
 

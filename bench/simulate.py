@@ -12,14 +12,34 @@ the load.
 Printed (measured in this run only): acknowledged reports/s and facts/s, ack latency p50/p95/p99,
 errors by status, and the controller's CPU (% of one core, all its processes) and RSS over time.
 
+The controller acknowledges a Report once its facts are committed and judges them with the rules
+afterwards, off the acknowledgement path. So the simulator also reads the *evaluation backlog* from the
+controller's database every few seconds: the agents holding facts the rules have not judged yet
+(``agent.last_sequence > agent.evaluated_sequence``) and the age of the oldest of them (now − their
+earliest ``last_seen_at``). Reported: the largest backlog and age while measuring (``backlog_max``,
+``backlog_age_max_s``), the backlog left when the load ends (``backlog_at_end``) and how long after the
+load every fact had been judged (``caught_up_s``; null if that took longer than ``--catch-up-timeout``).
+
     python bench/simulate.py --agents 500 --duration 120                  # starts its own controller
     python bench/simulate.py --agents 2000 --interval 60 --db postgresql+psycopg://127.0.0.1/test
     python bench/simulate.py --find-max --p99-ms 200                      # the largest fleet that holds
 
-With ``--find-max`` the fleet grows step by step (each step a fresh controller and database) until
-p99 ≥ the limit or an error appears; the last step that held is reported. The client processes run on
-the same machine as the controller, so they take CPU from it: the figures are a lower bound for a
-controller host with its own cores.
+With ``--find-max`` the fleet grows step by step (each step a fresh controller and database) until a
+step fails to hold; the last step that held is reported. A step *holds* when it had no errors, its p99
+stayed below ``--p99-ms`` AND the rules caught up with every fact after the load (``caught_up_s`` not
+null): a controller that acknowledges fast but never finishes judging does not hold. The client
+processes run on the same machine as the controller, so they take CPU from it: the figures are a lower
+bound for a controller host with its own cores.
+
+A soak run watches for leaks and creeping backlogs: ``--sample-every SECONDS`` prints one line per
+period while measuring (elapsed time, acks so far and per second, controller RSS summed over its
+process tree, its CPU over the period, the backlog), and at the end the RSS trend: the average of the
+first and of the last measured minute and the slope of a least-squares line through the RSS samples
+after the warm-up (``rss_slope_mib_per_min``; near 0 for a controller that does not leak). A
+10-minute soak of 3000 workstations on PostgreSQL (the client processes need about one core):
+
+    python bench/simulate.py --agents 3000 --interval 60 --warmup 60 --duration 600 \\
+        --sample-every 60 --workers 2 --db postgresql+psycopg://postgres@127.0.0.1/soak
 """
 
 from __future__ import annotations
@@ -39,6 +59,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import psutil
@@ -47,11 +68,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from protos.counterguard.v1 import agent_pb2, agent_pb2_grpc, facts_pb2  # noqa: E402
+
+if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import Synchronized
 
 BIN = Path(sys.executable).parent
 AGENTS_PER_WINDOW = 1
@@ -108,6 +135,11 @@ def start_controller(data_dir: Path, db: str | None, workers: int, env: dict[str
             return controller
     process.kill()
     raise SystemExit("the controller did not start:\n" + "".join(log))
+
+
+def database_url(data_dir: Path, db: str | None) -> str:
+    """The URL of the database the controller started on ``data_dir`` uses (its SQLite file unless ``db``)."""
+    return db or f"sqlite:///{(data_dir / 'counterguard.db').resolve()}"
 
 
 def _drain(process: subprocess.Popen[str], log: list[str]) -> None:
@@ -271,7 +303,13 @@ class ClientResult:
 
 
 async def _run_clients(address: str, ca: bytes, identities: list[Identity], interval: float, duration: float,
-                       warmup: float, game_share: float, after_hours: float, seed: int) -> ClientResult:
+                       warmup: float, game_share: float, after_hours: float, seed: int,
+                       acked: Synchronized[int] | None = None) -> ClientResult:
+    """Drive ``identities`` until the warm-up and the measured period are over.
+
+    ``acked``, if given, counts every acknowledged Report (warm-up included) across all client
+    processes, so the soak lines can show acks while the run goes on.
+    """
     result = ClientResult()
     rng = random.Random(seed)
     loop = asyncio.get_running_loop()
@@ -298,6 +336,9 @@ async def _run_clients(address: str, ca: bytes, identities: list[Identity], inte
                         result.errors[exc.code().name] = result.errors.get(exc.code().name, 0) + 1
                     station.sequence -= len(facts)  # a real agent keeps them in its outbox and sends them again
                 else:
+                    if acked is not None:
+                        with acked.get_lock():
+                            acked.value += 1
                     if first:
                         result.first_reports += 1
                     elif began >= start + warmup:
@@ -313,8 +354,8 @@ async def _run_clients(address: str, ca: bytes, identities: list[Identity], inte
 
 
 def _client_main(address: str, ca: bytes, identities: list[Identity], options: dict[str, float],
-                 queue: mp.Queue) -> None:  # type: ignore[type-arg]
-    result = asyncio.run(_run_clients(address, ca, identities, **options))  # type: ignore[arg-type]
+                 queue: mp.Queue, acked: Synchronized[int] | None = None) -> None:  # type: ignore[type-arg]
+    result = asyncio.run(_run_clients(address, ca, identities, **options, acked=acked))  # type: ignore[arg-type]
     queue.put(result)
 
 
@@ -358,6 +399,144 @@ class ControllerWatch(threading.Thread):
         return cpu, [s[2] for s in inside]
 
 
+def rss_trend(samples: list[tuple[float, float, int]], start: float, end: float) -> dict[str, float | None]:
+    """The RSS trend between ``start`` and ``end`` (monotonic seconds) from ControllerWatch samples.
+
+    The averages of the first and of the last minute (the same samples when the period is shorter
+    than a minute) and the slope of the least-squares line through all samples, in MiB per minute:
+    a steady controller stays near 0, a leak shows as a steady positive slope over a long soak.
+    """
+    inside = [(t, rss / 2**20) for t, _, rss in samples if start <= t <= end]
+    if not inside:
+        return {"rss_first_min_mib": None, "rss_last_min_mib": None, "rss_slope_mib_per_min": None}
+    first = [mib for t, mib in inside if t <= inside[0][0] + 60]
+    last = [mib for t, mib in inside if t >= inside[-1][0] - 60]
+    slope = None
+    if len(inside) >= 2:
+        mean_t = sum(t for t, _ in inside) / len(inside)
+        mean_m = sum(m for _, m in inside) / len(inside)
+        spread = sum((t - mean_t) ** 2 for t, _ in inside)
+        slope = sum((t - mean_t) * (m - mean_m) for t, m in inside) / spread * 60 if spread else None
+    return {"rss_first_min_mib": round(sum(first) / len(first), 1), "rss_last_min_mib": round(sum(last) / len(last), 1),
+            "rss_slope_mib_per_min": None if slope is None else round(slope, 2)}
+
+
+# ------------------------------------------------------------------------------ the evaluation backlog
+
+
+def backlog_engine(url: str) -> Engine:
+    """A small engine that only reads the controller's database beside it.
+
+    SQLite is opened read-only (``mode=ro``): in WAL mode it reads a consistent snapshot while the
+    controller writes, and the busy timeout rides out a checkpoint. PostgreSQL gets one connection.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return create_engine(f"sqlite:///file:{parsed.database}?mode=ro&uri=true",
+                             connect_args={"check_same_thread": False, "timeout": 30})
+    return create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+
+
+def read_backlog(engine: Engine) -> tuple[int, float | None]:
+    """The agents with facts the rules have not judged yet, and the age in seconds of the oldest of them.
+
+    The age is now − the earliest ``last_seen_at`` among those agents (None when there are none).
+    """
+    from controller.models import AGENT  # here, not at the top: the client processes never need it
+
+    query = select(func.count(), func.min(AGENT.c.last_seen_at)).where(
+        AGENT.c.last_sequence > AGENT.c.evaluated_sequence)
+    with engine.connect() as conn:
+        count, oldest = conn.execute(query).one()
+    age = None if oldest is None else max(0.0, (dt.datetime.now(dt.UTC) - oldest).total_seconds())
+    return int(count), age
+
+
+def catch_up(engine: Engine, since: float, timeout: float, poll: float = 0.5) -> tuple[int, float | None]:
+    """Wait until the rules have judged every stored fact.
+
+    Returns the backlog found at the first look (what the load left behind) and the seconds from
+    ``since`` (monotonic; the end of the load) until the backlog was empty, or None after ``timeout``.
+    """
+    left, _ = read_backlog(engine)
+    count = left
+    while count:
+        if time.monotonic() - since >= timeout:
+            return left, None
+        time.sleep(poll)
+        count, _ = read_backlog(engine)
+    return left, round(time.monotonic() - since, 1)
+
+
+class BacklogWatch(threading.Thread):
+    """Samples the evaluation backlog every ``every`` seconds (a short read of the ``agent`` table)."""
+
+    def __init__(self, engine: Engine, every: float = 2.0) -> None:
+        super().__init__(daemon=True)
+        self.engine = engine
+        self.every = every
+        self.samples: list[tuple[float, int, float | None]] = []  # (time, agents behind, oldest age s)
+        self.failed_reads = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.every):
+            try:
+                count, age = read_backlog(self.engine)
+            except OperationalError:  # a database busy beyond the timeout: this sample is lost, not the run
+                self.failed_reads += 1
+                continue
+            self.samples.append((time.monotonic(), count, age))
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+    def between(self, start: float, end: float) -> tuple[int, float]:
+        """The largest backlog and the largest age of its oldest agent sampled between ``start`` and ``end``."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        return max((s[1] for s in inside), default=0), max((s[2] or 0.0 for s in inside), default=0.0)
+
+
+class SoakReport(threading.Thread):
+    """Prints one line every ``every`` seconds while measuring: acks, controller RSS and CPU, backlog."""
+
+    def __init__(self, every: float, measure_from: float, watch: ControllerWatch, backlog: BacklogWatch,
+                 acked: Synchronized[int], as_json: bool) -> None:
+        super().__init__(daemon=True)
+        self.every = every
+        self.measure_from = measure_from
+        self.watch = watch
+        self.backlog = backlog
+        self.acked = acked
+        self.as_json = as_json
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        if self._halt.wait(max(0.0, self.measure_from - time.monotonic())):
+            return
+        began, acks_before = time.monotonic(), self.acked.value
+        period_from, acks_from = began, acks_before
+        while not self._halt.wait(self.every):
+            now, acks = time.monotonic(), self.acked.value
+            cpu, rss = self.watch.between(period_from, now)
+            _, count, age = self.backlog.samples[-1] if self.backlog.samples else (now, None, None)
+            line = {"elapsed_s": round(now - began), "acks": acks - acks_before,
+                    "acks_per_s": round((acks - acks_from) / (now - period_from), 1),
+                    "controller_rss_mib": round(rss[-1] / 2**20) if rss else None,
+                    "controller_cpu_percent": round(cpu, 1), "backlog": count,
+                    "backlog_age_s": None if age is None else round(age, 1)}
+            print(json.dumps({"soak": line}) if self.as_json else
+                  f"  soak {line['elapsed_s']:>5} s: {line['acks']} acks ({line['acks_per_s']}/s), controller RSS "
+                  f"{line['controller_rss_mib']} MiB, CPU {line['controller_cpu_percent']} %, backlog "
+                  f"{line['backlog']} agents" + (f" (oldest {age:.1f} s)" if age is not None else ""), flush=True)
+            period_from, acks_from = now, acks
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
 # ------------------------------------------------------------------------------ one run
 
 
@@ -371,6 +550,7 @@ def percentile(values: list[float], share: float) -> float:
 def run(args: argparse.Namespace, agents: int) -> dict[str, object]:
     folder = Path(tempfile.mkdtemp(prefix="cg-sim-"))
     controller = None
+    engine = None
     try:
         db = args.db
         controller = start_controller(folder / "controller", db, args.workers)
@@ -381,24 +561,38 @@ def run(args: argparse.Namespace, agents: int) -> dict[str, object]:
         identities = asyncio.run(enrol_all(f"127.0.0.1:{controller.enroll_port}", controller.ca, tokens,
                                            per_window))[:agents]
         enrol_s = time.monotonic() - began
+        engine = backlog_engine(database_url(folder / "controller", db))
+        read_backlog(engine)  # fails here, plainly, if the controller's schema has no evaluated_sequence
         watch = ControllerWatch(controller.process.pid)
         watch.start()
+        backlog = BacklogWatch(engine)
+        backlog.start()
         processes = max(1, min(args.clients, agents))
-        queue: mp.Queue = mp.get_context("spawn").Queue()  # type: ignore[type-arg]
+        context = mp.get_context("spawn")
+        queue: mp.Queue = context.Queue()  # type: ignore[type-arg]
+        acked = context.Value("q", 0)
         options = {"interval": args.interval, "duration": args.duration, "warmup": args.warmup,
                    "game_share": args.game_share, "after_hours": args.after_hours}
-        context = mp.get_context("spawn")
         workers = [context.Process(target=_client_main, args=(
-            f"127.0.0.1:{controller.port}", controller.ca, identities[i::processes], {**options, "seed": i}, queue))
-            for i in range(processes)]
+            f"127.0.0.1:{controller.port}", controller.ca, identities[i::processes], {**options, "seed": i}, queue,
+            acked)) for i in range(processes)]
         for worker in workers:
             worker.start()
         measure_from = time.monotonic() + args.warmup
+        soak = None
+        if args.sample_every > 0:
+            soak = SoakReport(args.sample_every, measure_from, watch, backlog, acked, args.json)
+            soak.start()
         results = [queue.get() for _ in workers]
         measure_to = time.monotonic()
+        if soak is not None:
+            soak.stop()
+        backlog.stop()
         for worker in workers:
             worker.join()
         watch.stop()
+        backlog_at_end, caught_up_s = catch_up(engine, measure_to, args.catch_up_timeout)
+        backlog_max, backlog_age_max = backlog.between(measure_from, measure_to)
         latencies = [v for r in results for v in r.latencies_ms]
         errors: dict[str, int] = {}
         for r in results:
@@ -416,8 +610,14 @@ def run(args: argparse.Namespace, agents: int) -> dict[str, object]:
             "controller_cpu_percent": round(cpu, 1),
             "controller_rss_mib": [round(v / 2**20) for v in rss[:: max(1, len(rss) // 10)]],
             "controller_rss_mib_max": round(max(rss, default=0) / 2**20),
+            **rss_trend(watch.samples, measure_from, measure_to),
+            "backlog_max": backlog_max, "backlog_age_max_s": round(backlog_age_max, 1),
+            "backlog_at_end": backlog_at_end, "caught_up_s": caught_up_s,
+            "catch_up_timeout_s": args.catch_up_timeout, "backlog_failed_reads": backlog.failed_reads,
         }
     finally:
+        if engine is not None:
+            engine.dispose()
         if controller is not None:
             controller.stop()
         shutil.rmtree(folder, ignore_errors=True)
@@ -437,6 +637,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after-hours", type=float, default=0.1, help="share of machines left on overnight")
     parser.add_argument("--find-max", action="store_true", help="grow the fleet until p99 or errors break")
     parser.add_argument("--p99-ms", type=float, default=200.0, help="the p99 limit for --find-max")
+    parser.add_argument("--sample-every", type=float, default=0.0,
+                        help="soak: print a line every SECONDS while measuring and the RSS trend (0: off)")
+    parser.add_argument("--catch-up-timeout", type=float, default=300.0,
+                        help="seconds to wait after the load for the rules to judge every fact")
     parser.add_argument("--json", action="store_true", help="print JSON lines only")
     args = parser.parse_args(argv)
     if args.warmup is None:
@@ -446,13 +650,16 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:
         figures = run(args, size)
         print(json.dumps(figures, ensure_ascii=False) if args.json else _line(figures), flush=True)
-        ok = not figures["errors"] and float(figures["p99_ms"]) < args.p99_ms  # type: ignore[arg-type]
+        if args.sample_every > 0 and not args.json:
+            print(_trend(figures), flush=True)
+        ok = (not figures["errors"] and float(figures["p99_ms"]) < args.p99_ms  # type: ignore[arg-type]
+              and figures["caught_up_s"] is not None)
         if not args.find_max:
             return 0 if not figures["errors"] else 1
         if not ok:
             break
         held = figures
-    print(f"largest fleet that held p99 < {args.p99_ms:.0f} ms with no errors: "
+    print(f"largest fleet that held p99 < {args.p99_ms:.0f} ms with no errors and the rules caught up: "
           f"{held['agents'] if held else 'none'} workstations at one report per {args.interval:.0f} s")
     return 0
 
@@ -462,7 +669,15 @@ def _line(f: dict[str, object]) -> str:
             f"{f['facts_per_s']} facts/s acked; latency p50 {f['p50_ms']} ms, p95 {f['p95_ms']} ms, "
             f"p99 {f['p99_ms']} ms; errors {f['errors'] or 'none'}; controller CPU {f['controller_cpu_percent']} % "
             f"of one core, RSS max {f['controller_rss_mib_max']} MiB (samples {f['controller_rss_mib']}); "
-            f"enrolment of all took {f['enrol_s']} s")
+            f"enrolment of all took {f['enrol_s']} s; evaluation backlog max {f['backlog_max']} agents "
+            f"(oldest {f['backlog_age_max_s']} s), {f['backlog_at_end']} at the end of the load, "
+            + (f"caught up {f['caught_up_s']} s after it" if f["caught_up_s"] is not None else
+               f"NOT caught up within {f['catch_up_timeout_s']:.0f} s"))
+
+
+def _trend(f: dict[str, object]) -> str:
+    return (f"RSS trend after the warm-up: first minute {f['rss_first_min_mib']} MiB, last minute "
+            f"{f['rss_last_min_mib']} MiB, slope {f['rss_slope_mib_per_min']} MiB/min (least squares)")
 
 
 if __name__ == "__main__":
