@@ -57,10 +57,11 @@ _missing = sorted(kind.value for kind in RuleKind if kind not in EVALUATORS)
 if _missing:  # a rule kind the policy model accepts but nothing evaluates would silently never fire
     raise ImportError(f"controller.rules.evaluate has no evaluator for rule kind(s): {', '.join(_missing)}")
 
-# The kinds whose outcome can change with time passing and no new fact: what the sweep evaluates.
-TIME_KINDS: frozenset[RuleKind] = frozenset(
-    {RuleKind.POWERED_ON_AFTER_HOURS, RuleKind.ACTIVITY_OUTSIDE_HOURS, RuleKind.AGENT_SILENT}
-)
+# The kinds whose outcome can change with time passing and no new fact: what the sweep evaluates. A
+# silence grows until the next contact. A machine's time on and a user's activity end at the latest fact
+# (a heartbeat extends both), so powered_on_after_hours and activity_outside_hours change only when facts
+# arrive, and the evaluation after ingest judges them then (see ``kinds_to_evaluate``).
+TIME_KINDS: frozenset[RuleKind] = frozenset({RuleKind.AGENT_SILENT})
 
 
 def evaluate_agent(

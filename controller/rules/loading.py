@@ -185,7 +185,8 @@ def kinds_to_evaluate(
     and the agent's whole presence again for each would cost every report a full evaluation. So:
 
     * a heartbeat changes no program run, session or device: it only shows the machine is still on
-      (``powered_on_after_hours``); boot, shutdown, suspend and resume still count as power facts;
+      (``powered_on_after_hours``) and extends the activity of a user not gone idle
+      (``activity_outside_hours``); boot, shutdown, suspend and resume still count as power facts;
     * programs (``forbidden_program``) are judged again only when a started or stopped process, or a
       foreground window, is of a ``forbidden`` category, when a process snapshot arrives, or when
       ``program_in_use`` (a forbidden-program violation of the agent was still growing lately: its
@@ -213,7 +214,7 @@ def kinds_to_evaluate(
             program_facts = True
     affected = {kind for kind, reads in KIND_FACTS.items() if reads is not None and reads & kinds}
     if "heartbeat" in kinds:
-        affected.add(RuleKind.POWERED_ON_AFTER_HOURS)
+        affected |= {RuleKind.POWERED_ON_AFTER_HOURS, RuleKind.ACTIVITY_OUTSIDE_HOURS}
     if not (program_facts or program_in_use):
         affected.discard(RuleKind.FORBIDDEN_PROGRAM)
     oldest = min((f.observed_at.ToDatetime(dt.UTC) for f in facts if f.HasField("observed_at")), default=now)

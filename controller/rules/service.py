@@ -1,7 +1,8 @@
 """The rules service: load an agent's facts and decisions, evaluate, and store the violations.
 
 :class:`RulesService` knows nothing of gRPC. It is called after ingest (:meth:`catch_up`, from
-the evaluation queue of :mod:`controller.evaluation`, or :meth:`on_ingest` for one batch), by a periodic sweep for the rules that need time to pass (:meth:`sweep`), and by people after a
+the evaluation queue of :mod:`controller.evaluation`, or :meth:`on_ingest` for one batch), by a
+periodic sweep for the rules that need time to pass (:meth:`sweep`), and by people after a
 decision or a policy change (:meth:`reevaluate`).
 
 **What is loaded.** For a range [start, end], every fact of the agent received from ``start −
@@ -43,7 +44,7 @@ from controller.clock import Clock, utc_now
 from controller.convert import row_to_fact
 from controller.errors import NotFound
 from controller.models import AGENT, FACT
-from controller.policy.model import Policy, RuleKind
+from controller.policy.model import Policy, RuleKind, When
 from controller.rules.base import Account, Approval, Device, Matcher, RuleContext, TimeSpan, WorkingTime
 from controller.rules.claims import SWEEP_GROUPS, SweepClaims, sweep_group
 from controller.rules.evaluate import TIME_KINDS, ViolationCandidate, evaluate_agent
@@ -176,6 +177,9 @@ class RulesService:
             ).scalar_one_or_none()
             since = min(previous or now, now)
             kinds = self._kinds_for_report(conn, loaded, agent_id, facts, now, since) if facts else set()
+        if kinds <= _OUTSIDE_HOURS and loaded is not None and _heartbeats_within_working_time(
+                loaded.calendar, facts, since, now):
+            kinds = set()  # after a gap, or with late facts, agent_silent is among the kinds: judged as usual
         if not kinds or loaded is None:
             if through is not None:
                 self._mark_evaluated(agent_id, through)
@@ -226,14 +230,19 @@ class RulesService:
         loaded = self._policies.active()
         if loaded is None:
             return EvaluationResult()
-        kinds = {r.kind for r in loaded.policy.rules if r.enabled} & TIME_KINDS
-        if not kinds:
+        timed = [r for r in loaded.policy.rules if r.enabled and r.kind in TIME_KINDS]
+        if not timed:
             return EvaluationResult()
+        kinds = {r.kind for r in timed}
+        window = (now - self.sweep_lookback - self.lookback, now)
+        if all(r.when is When.WORKING_TIME for r in timed) and not loaded.calendar.working_intervals(*window):
+            return EvaluationResult()  # no silence in the window counts (a night, a weekend)
+        quiet_for = dt.timedelta(minutes=min(r.grace_minutes for r in timed))
         with self._claims.round() as claim:
             if claim is None:
                 return None
             groups: dict[int, list[str]] = {}
-            for agent_id in self._sweepable_agents():
+            for agent_id in self._sweepable_agents(now - quiet_for):
                 groups.setdefault(sweep_group(agent_id), []).append(agent_id)
             began, claimed, result = time.monotonic(), 0, EvaluationResult()
             for group in range(SWEEP_GROUPS):  # claimed one by one: a slow sweeper leaves the rest to others
@@ -464,10 +473,13 @@ class RulesService:
         with self._engine.connect() as conn:
             return list(conn.execute(select(AGENT.c.id).order_by(AGENT.c.id)).scalars())
 
-    def _sweepable_agents(self) -> list[str]:
+    def _sweepable_agents(self, quiet_since: dt.datetime) -> list[str]:
+        """The agents the sweep judges: those not heard from since ``quiet_since`` (the shortest grace of the
+        time rules). An agent heard from since cannot have been silent longer; its facts are judged after ingest."""
         with self._engine.connect() as conn:
             return list(conn.execute(
-                select(AGENT.c.id).where(AGENT.c.revoked_at.is_(None), AGENT.c.last_sequence > 0).order_by(AGENT.c.id)
+                select(AGENT.c.id).where(AGENT.c.revoked_at.is_(None), AGENT.c.last_sequence > 0,
+                                         AGENT.c.last_seen_at < quiet_since).order_by(AGENT.c.id)
             ).scalars())
 
 
@@ -525,6 +537,26 @@ def _changes(row: Any, values: dict[str, Any]) -> dict[str, Any]:
     if evidence != row.evidence:
         changes["evidence"] = evidence
     return changes
+
+
+# What a heartbeat can change (see :func:`kinds_to_evaluate`): rules about time outside working hours.
+_OUTSIDE_HOURS = frozenset({RuleKind.POWERED_ON_AFTER_HOURS, RuleKind.ACTIVITY_OUTSIDE_HOURS})
+
+
+def _heartbeats_within_working_time(calendar: WorkingTime, facts: Sequence[facts_pb2.Fact], since: dt.datetime,
+                                    now: dt.datetime) -> bool:
+    """Whether ``facts`` are heartbeats only, and the time from the previous contact to the last of them (as
+    observed and as received) is one stretch of working time: then they change nothing. A heartbeat only
+    extends the machine's time on and its user's activity, which count against rules outside working time
+    (powered_on_after_hours, activity_outside_hours) and never inside it. This is most reports of the day."""
+    times = [since, now]
+    for fact in facts:
+        if fact.WhichOneof("kind") != "power" or fact.power.kind != facts_pb2.PowerEvent.KIND_HEARTBEAT:
+            return False
+        times.append(fact.observed_at.ToDatetime(dt.UTC))
+    first, last = min(times), max(times)
+    spans = calendar.working_intervals(first, last)
+    return len(spans) == 1 and spans[0][0] <= first and spans[0][1] >= last
 
 
 # Facts whose content decides which rule kinds a report can change (see :func:`kinds_to_evaluate`); of the

@@ -35,8 +35,8 @@ def kinds(*facts: pb.Fact, previous: dt.datetime = NOW - dt.timedelta(minutes=1)
     return kinds_to_evaluate(facts, FORBIDDEN, MATCHER, now=NOW, previous_contact=previous, program_in_use=in_use)
 
 
-def test_a_heartbeat_only_shows_the_machine_is_still_on() -> None:
-    assert kinds(heartbeat(1)) == {RuleKind.POWERED_ON_AFTER_HOURS}
+def test_a_heartbeat_only_shows_the_machine_is_still_on_and_its_user_still_active() -> None:
+    assert kinds(heartbeat(1)) == {RuleKind.POWERED_ON_AFTER_HOURS, RuleKind.ACTIVITY_OUTSIDE_HOURS}
 
 
 def test_office_programs_do_not_make_programs_judged_again_but_a_game_does() -> None:

@@ -382,3 +382,75 @@ def test_a_report_is_judged_holding_one_database_connection_at_a_time(engine: En
         assert [v.kind for v in violations(narrow)] == ["forbidden_program"]
     finally:
         narrow.dispose()
+
+
+ACTIVITY = policy(
+    rule(RuleKind.ACTIVITY_OUTSIDE_HOURS, id="after-work-use", when=When.OUTSIDE_WORKING_TIME, per=Occurrence.DAY,
+         grace_minutes=15),
+    rule(RuleKind.AGENT_SILENT, id="silent", when=When.WORKING_TIME, per=Occurrence.DAY, grace_minutes=30),
+)
+
+
+def test_a_user_still_active_after_work_is_found_by_the_reports_alone(engine: Engine, clock: Any) -> None:
+    """Activity goes on with every heartbeat until the user goes idle: the reports judge it, no sweep needed."""
+    rules = RulesService(engine, Policies(ACTIVITY), clock)
+    with session_scope(engine) as session:
+        session.add(Agent(id=AGENT, window="W01", enrolled_at=clock(), cert_serial="1", cert_fingerprint="f",
+                          cert_not_after=clock() + dt.timedelta(days=365)))
+    facts = Facts()
+    facts.heartbeats(local(2026, 11, 2, 16, 30), local(2026, 11, 2, 16, 40))
+    facts.active(local(2026, 11, 2, 16, 41))
+    facts.heartbeats(local(2026, 11, 2, 16, 42), local(2026, 11, 2, 17, 40))  # heartbeats only, never idle
+
+    Workstation(engine, clock, rules).report(facts)
+
+    [used] = violations(engine)
+    assert (used.rule_id, used.status, used.period_start) == ("after-work-use", "open", local(2026, 11, 2, 17, 15))
+
+
+def test_the_sweep_judges_only_agents_silent_past_the_grace_and_nothing_at_night(engine: Engine, clock: Any) -> None:
+    rules = RulesService(engine, Policies(ACTIVITY), clock)
+    with session_scope(engine) as session:
+        for agent in ("ag-talking", "ag-quiet"):
+            session.add(Agent(id=agent, window=agent, enrolled_at=clock(), cert_serial=agent, cert_fingerprint=agent,
+                              cert_not_after=clock() + dt.timedelta(days=365)))
+    for agent, last in (("ag-talking", local(2026, 11, 2, 10, 50)), ("ag-quiet", local(2026, 11, 2, 10))):
+        facts = Facts()
+        facts.heartbeats(local(2026, 11, 2, 9), last)
+        batch = [f.fact for f in facts.stored]
+        clock.now = last
+        IngestService(engine, clock).ingest(agent, batch)
+        rules.on_ingest(agent, batch)
+
+    swept = rules.sweep(local(2026, 11, 2, 11))
+
+    assert swept is not None and swept.agents == 1  # the one quiet for more than 30 minutes
+    assert [(v.agent_id, v.rule_id) for v in violations(engine)] == [("ag-quiet", "silent")]
+    night = rules.sweep(local(2026, 11, 3, 2))  # 02:00: no working time in the sweep's three hours
+    assert night is not None and night.agents == 0
+
+
+def test_heartbeats_within_working_time_are_not_evaluated_but_marked(engine: Engine, rules: RulesService,
+                                                                     clock: Any) -> None:
+    """Most reports of the day: nothing outside working hours can come of them, so no evaluation runs."""
+    facts = Facts()
+    ingest = IngestService(engine, clock)
+
+    def report(at: dt.datetime) -> Any:
+        first = len(facts.stored)
+        facts.heartbeats(at, at)
+        clock.now = at + dt.timedelta(seconds=2)
+        batch = [f.fact for f in facts.stored[first:]]
+        ingest.ingest(AGENT, batch)
+        return rules.catch_up(AGENT)
+
+    assert report(local(2026, 11, 2, 8, 57)).agents == 1  # before work: judged
+    assert report(local(2026, 11, 2, 9, 1)).agents == 1  # the stretch since 08:57 is not all working time
+    assert report(local(2026, 11, 2, 9, 2)).agents == 0  # inside the morning's working time
+    assert report(local(2026, 11, 2, 9, 40)).agents == 1  # after a silence (agent_silent is judged)
+    assert report(local(2026, 11, 2, 9, 41)).agents == 0
+    assert report(local(2026, 11, 2, 12, 5)).agents == 1  # lunch break since the last contact: judged
+    assert report(local(2026, 11, 2, 17, 10)).agents == 1  # after work: judged
+    with engine.connect() as conn:
+        marked = conn.execute(select(Agent.evaluated_sequence, Agent.last_sequence)).one()
+    assert marked[0] == marked[1] == len(facts.stored)
