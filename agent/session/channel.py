@@ -134,13 +134,14 @@ class UnixListener:
         return Connection(sock.detach()), peer
 
     def close(self) -> None:
-        """Stop listening and remove the socket (unless another process has put its own there since)."""
-        self._sock.close()
+        """Remove the socket (unless another process has put its own there since), then stop listening:
+        in that order a helper connecting meanwhile finds no socket, rather than one nobody answers."""
         try:
             if os.stat(self._path).st_ino == self._inode:
                 self._path.unlink()
         except OSError:
             pass
+        self._sock.close()
 
 
 def _clear_stale(path: Path) -> None:
