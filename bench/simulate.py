@@ -24,6 +24,11 @@ load every fact had been judged (``caught_up_s``; null if that took longer than 
     python bench/simulate.py --agents 2000 --interval 60 --db postgresql+psycopg://127.0.0.1/test
     python bench/simulate.py --find-max --p99-ms 200                      # the largest fleet that holds
 
+Time of day matters: a heartbeat inside working hours changes no rule and is not evaluated, one in
+the evening is. ``--at 2026-11-30T10:00:00+08:00`` runs the fleet in a working morning (the
+controller's clock starts there through its test hook ``$COUNTERGUARD_FAKE_NOW``, and the facts carry
+that time); without it the run is in the real time of day, whatever that is where the policy applies.
+
 With ``--find-max`` the fleet grows step by step (each step a fresh controller and database) until a
 step fails to hold; the last step that held is reported. A step *holds* when it had no errors, its p99
 stayed below ``--p99-ms`` AND the rules caught up with every fact after the load (``caught_up_s`` not
@@ -207,7 +212,8 @@ def _ts(moment: dt.datetime) -> Timestamp:
 class Workstation:
     """One simulated counter PC: its sequence numbers, its running programs, its person."""
 
-    def __init__(self, identity: Identity, rng: random.Random, after_hours_share: float) -> None:
+    def __init__(self, identity: Identity, rng: random.Random, after_hours_share: float,
+                 now: dt.datetime | None = None) -> None:
         self.identity = identity
         self.rng = rng
         self.sequence = 0
@@ -216,7 +222,7 @@ class Workstation:
         self.next_pid = 1000
         self.active = True
         self.left_on = rng.random() < after_hours_share
-        self.boot = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=rng.randrange(5, 120))
+        self.boot = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(minutes=rng.randrange(5, 120))
 
     def _fact(self, now: dt.datetime, **kind: object) -> facts_pb2.Fact:
         self.sequence += 1
@@ -303,7 +309,7 @@ class ClientResult:
 
 
 async def _run_clients(address: str, ca: bytes, identities: list[Identity], interval: float, duration: float,
-                       warmup: float, game_share: float, after_hours: float, seed: int,
+                       warmup: float, game_share: float, after_hours: float, seed: int, shift: float = 0.0,
                        acked: Synchronized[int] | None = None) -> ClientResult:
     """Drive ``identities`` until the warm-up and the measured period are over.
 
@@ -319,14 +325,15 @@ async def _run_clients(address: str, ca: bytes, identities: list[Identity], inte
     async def workstation(identity: Identity, offset: float) -> None:
         credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=identity.key_pem,
                                                    certificate_chain=identity.cert_pem)
-        station = Workstation(identity, random.Random(rng.random()), after_hours)
+        station = Workstation(identity, random.Random(rng.random()), after_hours,
+                              dt.datetime.now(dt.UTC) + dt.timedelta(seconds=shift))
         async with grpc.aio.secure_channel(address, credentials) as channel:
             stub = agent_pb2_grpc.AgentServiceStub(channel)
             next_at = start + offset
             first = True
             while next_at < stop_at and loop.time() < stop_at:
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
-                now = dt.datetime.now(dt.UTC)
+                now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=shift)
                 facts = station.first_report(now) if first else station.next_report(now, game_share)
                 began = loop.time()
                 try:
@@ -437,6 +444,10 @@ def backlog_engine(url: str) -> Engine:
     return create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
 
 
+# Seconds the simulated time runs ahead of the real one (``--at``): the controller's clock and the facts'.
+SHIFT = 0.0
+
+
 def read_backlog(engine: Engine) -> tuple[int, float | None]:
     """The agents with facts the rules have not judged yet, and the age in seconds of the oldest of them.
 
@@ -448,7 +459,8 @@ def read_backlog(engine: Engine) -> tuple[int, float | None]:
         AGENT.c.last_sequence > AGENT.c.evaluated_sequence)
     with engine.connect() as conn:
         count, oldest = conn.execute(query).one()
-    age = None if oldest is None else max(0.0, (dt.datetime.now(dt.UTC) - oldest).total_seconds())
+    now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=SHIFT)
+    age = None if oldest is None else max(0.0, (now - oldest).total_seconds())
     return int(count), age
 
 
@@ -552,8 +564,14 @@ def run(args: argparse.Namespace, agents: int) -> dict[str, object]:
     controller = None
     engine = None
     try:
+        global SHIFT
         db = args.db
-        controller = start_controller(folder / "controller", db, args.workers)
+        env = {}
+        if args.at:  # the controller's clock starts there (its test hook) and the facts carry that time
+            at = dt.datetime.fromisoformat(args.at)
+            SHIFT = (at - dt.datetime.now(dt.UTC)).total_seconds()
+            env = {"COUNTERGUARD_FAKE_NOW": at.isoformat()}
+        controller = start_controller(folder / "controller", db, args.workers, env)
         windows = max(1, min(agents, args.windows))
         per_window = -(-agents // windows)
         tokens = make_tokens(folder / "controller", db, windows, per_window)
@@ -572,7 +590,7 @@ def run(args: argparse.Namespace, agents: int) -> dict[str, object]:
         queue: mp.Queue = context.Queue()  # type: ignore[type-arg]
         acked = context.Value("q", 0)
         options = {"interval": args.interval, "duration": args.duration, "warmup": args.warmup,
-                   "game_share": args.game_share, "after_hours": args.after_hours}
+                   "game_share": args.game_share, "after_hours": args.after_hours, "shift": SHIFT}
         workers = [context.Process(target=_client_main, args=(
             f"127.0.0.1:{controller.port}", controller.ca, identities[i::processes], {**options, "seed": i}, queue,
             acked)) for i in range(processes)]
@@ -635,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default=None, help="database URL for the controller (default: its SQLite file)")
     parser.add_argument("--game-share", type=float, default=0.002, help="share of reports with a game started")
     parser.add_argument("--after-hours", type=float, default=0.1, help="share of machines left on overnight")
+    parser.add_argument("--at", default=None,
+                        help="simulate from this ISO time with an offset, in the past (e.g. a working morning); "
+                             "default: now")
     parser.add_argument("--find-max", action="store_true", help="grow the fleet until p99 or errors break")
     parser.add_argument("--p99-ms", type=float, default=200.0, help="the p99 limit for --find-max")
     parser.add_argument("--sample-every", type=float, default=0.0,
