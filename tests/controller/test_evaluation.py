@@ -24,7 +24,8 @@ from controller.models import AGENT, Agent
 from controller.rules.records import VIOLATION
 from controller.rules.service import RulesService
 from tests.controller.rules.builders import MINUTE, Facts, local
-from tests.controller.rules.test_service import RULES, Policies
+from tests.controller.rules.builders import Policies
+from tests.controller.rules.test_service import RULES
 
 GAMER, OTHER = "ag-eval-0001", "ag-eval-0002"
 NOON = local(2026, 11, 2, 10)  # a Monday, working time

@@ -3,8 +3,6 @@ real (private) D-Bus, and the X11 idle counter of a real Xvfb moved by xdotool."
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ from agent.collectors._idle_windows import idle_milliseconds
 from agent.collectors._probes import IdleSample
 from agent.collectors.activity import ActivityTracker, state_of
 from protos.counterguard.v1 import facts_pb2
+from tests.agent.session import dbus
 from tests.agent.x11 import XServer, xserver_fixture
 
 xserver = xserver_fixture  # a real Xvfb for the tests that ask for it
@@ -167,20 +166,8 @@ class FakeLogind(threading.Thread):
 @pytest.fixture
 def private_bus(tmp_path: Path) -> Iterator[str]:
     """A dbus-daemon of our own, listening on a socket in the test's directory."""
-    if shutil.which("dbus-daemon") is None:
-        pytest.fail("dbus-daemon missing (run scripts/ensure-test-tools.sh as root)")
-    socket_path = tmp_path / "bus"
-    daemon = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--nopidfile",
-                               f"--address=unix:path={socket_path}"], stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 10
-        while not socket_path.exists():
-            assert daemon.poll() is None and time.monotonic() < deadline, "dbus-daemon did not start"
-            time.sleep(0.05)
-        yield f"unix:path={socket_path}"
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=10)
+    with dbus.private_bus(tmp_path) as address:
+        yield address
 
 
 def test_logind_over_d_bus_when_there_is_no_x_display(tmp_path: Path, private_bus: str) -> None:

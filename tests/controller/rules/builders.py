@@ -8,6 +8,8 @@ it arrived). Times are given as true UTC instants; :func:`local` makes them from
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from types import SimpleNamespace
 from collections.abc import Iterable, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -227,3 +229,24 @@ def machine(*, disk_serial: str = "S1", machine_id: str = "m1", gateway: str = "
         os=pb.OsInfo(family="linux", name="UOS", version="20", machine_id=machine_id),
         pci_devices=[pb.PciDevice(slot="0000:00:02.0", vendor_id="8086", device_id="3e92")],
     )
+
+
+@dataclass
+class Active:
+    """A policy loaded as :class:`controller.policy.store.PolicyStore` hands it to the rules service."""
+
+    policy: Policy
+    calendar: WorkCalendar
+    matcher: CatalogueMatcher
+    record: Any
+
+
+class Policies:
+    """The active policy of a rules service under test: always ``the_policy``."""
+
+    def __init__(self, the_policy: Policy) -> None:
+        self.loaded = Active(the_policy, WorkCalendar(the_policy), CatalogueMatcher(the_policy.catalogue),
+                             SimpleNamespace(policy_id=the_policy.id, version=the_policy.version))
+
+    def active(self) -> Active:
+        return self.loaded

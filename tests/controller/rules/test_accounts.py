@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,14 +12,12 @@ from sqlalchemy.engine import Engine
 from controller.db import session_scope
 from controller.ingest import IngestService
 from controller.models import Agent
-from controller.policy.calendar import WorkCalendar
-from controller.policy.catalogue import CatalogueMatcher
-from controller.policy.model import Occurrence, Policy, RuleKind
+from controller.policy.model import Occurrence, RuleKind
 from controller.rules.records import VIOLATION
 from controller.rules.service import RulesService
 from controller.rules.violations import ViolationService
 from protos.counterguard.v1 import facts_pb2 as pb
-from tests.controller.rules.builders import Facts, evaluate, local, policy, rule
+from tests.controller.rules.builders import Policies, Facts, evaluate, local, policy, rule
 
 AGENT = "ag-accounts-01"
 
@@ -111,18 +108,6 @@ def test_accounts_are_not_part_of_the_key() -> None:
 
 
 # ------------------------------------------------------------------------------ stored, on each back end
-
-
-class Policies:
-    """The active policy, as the policy store hands it out."""
-
-    def __init__(self, the_policy: Policy) -> None:
-        self.loaded = SimpleNamespace(policy=the_policy, calendar=WorkCalendar(the_policy),
-                                      matcher=CatalogueMatcher(the_policy.catalogue),
-                                      record=SimpleNamespace(policy_id=the_policy.id, version=the_policy.version))
-
-    def active(self) -> Any:
-        return self.loaded
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,36 +22,17 @@ from controller.db import make_engine, session_scope
 from controller.ingest import IngestService
 from controller.migrate import upgrade
 from controller.models import Agent
-from controller.policy.calendar import WorkCalendar
-from controller.policy.catalogue import CatalogueMatcher
-from controller.policy.model import Occurrence, Policy, RuleKind, When
+from controller.policy.model import Occurrence, RuleKind, When
 from controller.rules.claims import PG_SWEEP_LOCK, sweep_group
 from controller.rules.records import VIOLATION
 from controller.rules.service import EvaluationResult, RulesService
-from tests.controller.rules.builders import MINUTE, Facts, local, policy, rule
+from tests.controller.rules.builders import Policies, MINUTE, Facts, local, policy, rule
 
 RULES = policy(
     rule(RuleKind.FORBIDDEN_PROGRAM, id="games", when=When.WORKING_TIME, per=Occurrence.SESSION),
     rule(RuleKind.FORBIDDEN_PROGRAM, id="games-per-day", when=When.WORKING_TIME, per=Occurrence.DAY),
     rule(RuleKind.AGENT_SILENT, id="silent", when=When.WORKING_TIME, per=Occurrence.DAY, grace_minutes=30),
 )
-
-
-@dataclass
-class Active:
-    policy: Policy
-    calendar: WorkCalendar
-    matcher: CatalogueMatcher
-    record: Any
-
-
-class Policies:
-    def __init__(self, the_policy: Policy) -> None:
-        self.loaded = Active(the_policy, WorkCalendar(the_policy), CatalogueMatcher(the_policy.catalogue),
-                             SimpleNamespace(policy_id=the_policy.id, version=the_policy.version))
-
-    def active(self) -> Active:
-        return self.loaded
 
 
 def add_agents(engine: Engine, ids: list[str], clock: Any) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,37 +14,16 @@ from sqlalchemy.engine import Engine
 from controller.db import session_scope
 from controller.ingest import IngestService
 from controller.models import Agent
-from controller.policy.calendar import WorkCalendar
-from controller.policy.catalogue import CatalogueMatcher
-from controller.policy.model import Occurrence, Policy, RuleKind, When
+from controller.policy.model import Occurrence, RuleKind, When
 from controller.rules import claims
 from controller.rules.decisions import DecisionService
 from controller.rules.records import VIOLATION
 from controller.rules.service import RulesService
 from controller.rules.violations import ViolationService
 from policies import DEFAULT_POLICY
-from tests.controller.rules.builders import MINUTE, Facts, desktop_game, dpkg, local, policy, rule
+from tests.controller.rules.builders import Policies, MINUTE, Facts, desktop_game, dpkg, local, policy, rule
 
 AGENT = "ag-rules-0001"
-
-
-@dataclass
-class Active:
-    policy: Policy
-    calendar: WorkCalendar
-    matcher: CatalogueMatcher
-    record: Any
-
-
-class Policies:
-    """The active policy, as the policy store hands it out."""
-
-    def __init__(self, the_policy: Policy) -> None:
-        self.loaded = Active(the_policy, WorkCalendar(the_policy), CatalogueMatcher(the_policy.catalogue),
-                             SimpleNamespace(policy_id=the_policy.id, version=the_policy.version))
-
-    def active(self) -> Active:
-        return self.loaded
 
 
 RULES = policy(
