@@ -16,7 +16,8 @@ costs far more than storing them. :class:`EvaluationQueue` takes that work from 
   in this queue: a fact is marked in the transaction that stores its violations. Every
   ``scan_seconds`` the queue also takes up agents whose facts were left unevaluated (by a controller
   that stopped, or an evaluation that failed) once their last contact is ``settle_seconds`` old, so a
-  replica does not race another that is evaluating them now.
+  replica does not race another that is evaluating them now. ``scan_seconds`` 0 scans never: in
+  ``serve --workers N`` only the worker that sweeps also scans.
 
 Evaluations run in ``threads`` threads; one agent is evaluated by one of them at a time.
 """
@@ -128,9 +129,10 @@ class EvaluationQueue:
             thread = threading.Thread(target=self._work, name=f"rules-eval-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        scanner = threading.Thread(target=self._scan_left_behind, name="rules-eval-scan", daemon=True)
-        scanner.start()
-        self._threads.append(scanner)
+        if self._scan > 0:
+            scanner = threading.Thread(target=self._scan_left_behind, name="rules-eval-scan", daemon=True)
+            scanner.start()
+            self._threads.append(scanner)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Let running evaluations finish (at most ``timeout`` s); what is still queued stays marked unevaluated."""

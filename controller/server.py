@@ -287,7 +287,8 @@ def run_until(
 
     rules = InstrumentedRules(RulesService(prepared.engine, prepared.store, clock))
     evaluations = EvaluationQueue(rules, threads=settings.rules_evaluation_threads,
-                                  wait_seconds=settings.rules_evaluation_wait_seconds, clock=clock)
+                                  wait_seconds=settings.rules_evaluation_wait_seconds, clock=clock,
+                                  scan_seconds=10.0 if sweep else 0.0)  # one scanner per host, like the sweep
     running = build_server(settings, prepared.engine, prepared.pki, clock,
                            policies=StoredPolicyProvider(prepared.store, clock=clock), rules=evaluations)
     sweeper = Sweeper(rules, settings.rules_sweep_interval_seconds) if sweep else None
