@@ -157,7 +157,8 @@ class Transport:
 
     def _send_batch(self, batch: list[facts_pb2.Fact], timeout: float) -> int | None:
         """One Report call; how many facts it got acknowledged, or None to stop this round."""
-        request = agent_pb2.ReportRequest(facts=batch, agent_version=agent.__version__)
+        behind = max(0, self.outbox.depth() - len(batch))  # what waits after this batch
+        request = agent_pb2.ReportRequest(facts=batch, agent_version=agent.__version__, outbox_depth=behind)
         try:
             response = self._stub_for_call().Report(request, timeout=timeout)
         except grpc.RpcError as exc:

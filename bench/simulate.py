@@ -337,7 +337,9 @@ async def _run_clients(address: str, ca: bytes, identities: list[Identity], inte
                 facts = station.first_report(now) if first else station.next_report(now, game_share)
                 began = loop.time()
                 try:
-                    await stub.Report(agent_pb2.ReportRequest(facts=facts, agent_version="sim"), timeout=30)
+                    # Like a real agent that keeps up: nothing waits behind the batch.
+                    request = agent_pb2.ReportRequest(facts=facts, agent_version="sim", outbox_depth=0)
+                    await stub.Report(request, timeout=30)
                 except grpc.aio.AioRpcError as exc:
                     if began >= start + warmup:
                         result.errors[exc.code().name] = result.errors.get(exc.code().name, 0) + 1

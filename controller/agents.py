@@ -36,6 +36,7 @@ class AgentSummary:
     enrolled_at: dt.datetime
     last_seen_at: dt.datetime | None
     last_sequence: int
+    outbox_depth: int | None
     revoked: bool
 
 
@@ -57,6 +58,7 @@ class AgentDetails:
     cert_not_after: dt.datetime
     last_seen_at: dt.datetime | None
     last_sequence: int
+    outbox_depth: int | None
     revoked: bool
     revoked_at: dt.datetime | None
     revoked_reason: str
@@ -78,6 +80,7 @@ def _details(row: Agent) -> AgentDetails:
         cert_not_after=row.cert_not_after,
         last_seen_at=row.last_seen_at,
         last_sequence=row.last_sequence,
+        outbox_depth=row.outbox_depth,
         revoked=row.revoked_at is not None,
         revoked_at=row.revoked_at,
         revoked_reason=row.revoked_reason,
@@ -103,6 +106,7 @@ class AgentDirectory:
                 enrolled_at=row.enrolled_at,
                 last_seen_at=row.last_seen_at,
                 last_sequence=row.last_sequence,
+                outbox_depth=row.outbox_depth,
                 revoked=row.revoked_at is not None,
             )
             for row in rows

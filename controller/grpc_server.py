@@ -48,8 +48,12 @@ class Acknowledgement(Protocol):
 class Ingest(Protocol):
     """What Report needs of :class:`controller.ingest.IngestService`."""
 
-    def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact], presented: str | None = None) -> Acknowledgement:
-        """Store ``facts``; with ``presented`` (the caller's certificate fingerprint) check it is the agent's."""
+    def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact], presented: str | None = None,
+               outbox_depth: int | None = None) -> Acknowledgement:
+        """Store ``facts``; with ``presented`` (the caller's certificate fingerprint) check it is the agent's.
+
+        ``outbox_depth`` is what the agent said waits in its outbox (None: it did not say).
+        """
         ...
 
 
@@ -186,7 +190,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         with _status_on_error(context, "Report", {NotFound: grpc.StatusCode.UNAUTHENTICATED}):
             agent_id, presented = self._presented(context)
             # The certificate is checked against the agent's row in the transaction that stores the facts.
-            result = self._ingest.ingest(agent_id, request.facts, presented)
+            depth = request.outbox_depth if request.HasField("outbox_depth") else None
+            result = self._ingest.ingest(agent_id, request.facts, presented, depth)
         recorded = self._evaluate(agent_id, request.facts) if getattr(result, "stored", len(request.facts)) else ()
         version, _ = self._policies.current()
         if result.conflicts:

@@ -58,6 +58,9 @@ class IngestResult:
     duplicates: int  # facts of this batch already held with the same content
     conflicts: tuple[int, ...] = ()  # sequences held with a DIFFERENT content: not stored, to renumber
 
+# The largest outbox depth the agent's row holds (a signed 64-bit column); an agent's outbox is bounded far below.
+MAX_OUTBOX_DEPTH = 2**63 - 1
+
 
 class IngestService:
     """Validates and stores batches of facts; knows nothing of gRPC."""
@@ -68,15 +71,19 @@ class IngestService:
         self._limits = limits
         self._insert = _insert_ignoring_duplicates(engine.dialect.name)
 
-    def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact], presented: str | None = None) -> IngestResult:
+    def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact], presented: str | None = None,
+               outbox_depth: int | None = None) -> IngestResult:
         """Store the new facts of ``facts`` for ``agent_id`` and return what is now held.
 
         Raises :class:`InvalidInput` (nothing stored) for a malformed or oversized batch,
         :class:`NotFound` for an unknown agent and :class:`Unauthenticated` for a revoked one, or (with
         ``presented``, a certificate fingerprint) for a certificate that is not the agent's.
-        An empty batch stores nothing but still counts as contact (``last_seen_at``).
+        An empty batch stores nothing but still counts as contact (``last_seen_at``). ``outbox_depth``,
+        when the agent reported it, is kept on its row with the contact.
         """
         validate_batch(facts, self._limits)
+        if outbox_depth is not None and not 0 <= outbox_depth <= MAX_OUTBOX_DEPTH:
+            raise InvalidInput(f"outbox_depth {outbox_depth} is out of range (0 to {MAX_OUTBOX_DEPTH})")
         received_at = self._clock()
         rows = [fact_to_row(agent_id, fact, received_at) for fact in facts]
         with self._engine.begin() as conn:
@@ -89,9 +96,10 @@ class IngestService:
             if new_rows:
                 conn.execute(self._insert, new_rows)
             acknowledged = max(held, max((row["sequence"] for row in new_rows), default=0))
-            conn.execute(
-                update(AGENT).where(AGENT.c.id == agent_id).values(last_seen_at=received_at, last_sequence=acknowledged)
-            )
+            contact: dict[str, Any] = {"last_seen_at": received_at, "last_sequence": acknowledged}
+            if outbox_depth is not None:
+                contact["outbox_depth"] = outbox_depth
+            conn.execute(update(AGENT).where(AGENT.c.id == agent_id).values(contact))
         return IngestResult(
             acknowledged,
             stored=len(new_rows),

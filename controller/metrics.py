@@ -6,10 +6,12 @@
 - ``counterguard_facts_total{outcome}``: facts of Report calls that reached the ingest service:
   ``stored``, ``duplicate`` (held already), ``conflict`` (another fact held under the number) or
   ``invalid`` (the batch was refused), counted by :class:`InstrumentedIngest`.
+- ``counterguard_agent_outbox_depth_facts``: the outbox depth each Report gave (facts waiting on the
+  workstation behind that batch), as a histogram over reports: a fleet whose delivery keeps up has
+  every report at 0. Which workstation is behind: ``counterguard agents list``.
 - ``counterguard_agent_outbox_set_aside_facts{agent}`` and
   ``counterguard_agent_outbox_dropped_facts{agent,kind}``: the running totals the latest
-  ``OutboxNotice`` of an agent carried. Agents report these, not their outbox depth, so the depth is
-  not available here; only agents that ever sent a notice appear.
+  ``OutboxNotice`` of an agent carried; only agents that ever sent a notice appear.
 - ``counterguard_violations_created_total{rule}``: violations stored for the first time, after a
   report or by the sweep, and ``counterguard_sweep_duration_seconds`` / ``counterguard_sweeps_total
   {outcome}`` for the periodic sweep, counted by :class:`InstrumentedRules`.
@@ -54,6 +56,11 @@ RPC_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 FACTS = Counter("counterguard_facts", "Facts of Report calls that reached the ingest service, by outcome.", ["outcome"])
+OUTBOX_DEPTH = Histogram(
+    "counterguard_agent_outbox_depth_facts",
+    "Facts waiting in the agent's outbox behind the batch it sent, over reports.",
+    buckets=(0, 10, 100, 1_000, 10_000, 100_000, 1_000_000),
+)
 SET_ASIDE = Gauge(
     "counterguard_agent_outbox_set_aside_facts",
     "Facts the agent set aside because the controller refused them (running total from its latest notice).",
@@ -126,12 +133,15 @@ class InstrumentedIngest:
     def __init__(self, ingest: Any) -> None:
         self._ingest = ingest
 
-    def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact], presented: str | None = None) -> Any:
+    def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact], presented: str | None = None,
+               outbox_depth: int | None = None) -> Any:
         try:
-            result = self._ingest.ingest(agent_id, facts, presented)
+            result = self._ingest.ingest(agent_id, facts, presented, outbox_depth)
         except InvalidInput:
             FACTS.labels("invalid").inc(len(facts))
             raise
+        if outbox_depth is not None:
+            OUTBOX_DEPTH.observe(outbox_depth)
         conflicts = len(getattr(result, "conflicts", ()))
         FACTS.labels("stored").inc(getattr(result, "stored", 0))
         FACTS.labels("duplicate").inc(getattr(result, "duplicates", 0))

@@ -74,6 +74,8 @@ class Agent(SQLModel, table=True):
     last_sequence: int = Field(default=0, sa_type=BigInteger)
     # Facts up to this sequence have been judged by the rules after ingest (the rest wait in the backlog).
     evaluated_sequence: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    # Facts waiting in the agent's outbox behind its latest report (None: never reported by this agent).
+    outbox_depth: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class Fact(SQLModel, table=True):

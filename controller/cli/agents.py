@@ -27,9 +27,10 @@ def list_agents(as_json: bool = JsonOption) -> None:
         return
     print_table(
         "Agents",
-        ("agent", "hostname", "window", "last seen (UTC)", "seq", "revoked"),
+        ("agent", "hostname", "window", "last seen (UTC)", "seq", "outbox", "revoked"),
         (
-            (a.id, a.hostname, a.window, minute(a.last_seen_at) or "never", a.last_sequence, a.revoked)
+            (a.id, a.hostname, a.window, minute(a.last_seen_at) or "never", a.last_sequence,
+             "" if a.outbox_depth is None else a.outbox_depth, a.revoked)
             for a in agents
         ),
     )
@@ -59,6 +60,8 @@ def show(agent_id: str = typer.Argument(..., metavar="ID"), as_json: bool = Json
             ("certificate expires", agent.cert_not_after),
             ("last seen", agent.last_seen_at or "never"),
             ("last sequence", agent.last_sequence),
+            ("outbox at last report",
+             "not reported" if agent.outbox_depth is None else f"{agent.outbox_depth} facts waiting"),
             (
                 "revoked",
                 f"{agent.revoked_at:%Y-%m-%d %H:%M:%S} UTC: {agent.revoked_reason or 'no reason given'}"

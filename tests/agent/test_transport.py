@@ -72,6 +72,7 @@ def test_acknowledged_facts_are_deleted_and_identity_comes_from_the_certificate(
     fake = controller.servicer
     assert sorted(fake.held) == list(range(1, 8))
     assert [len(request.facts) for _, request in fake.reports] == [3, 3, 1]
+    assert [request.outbox_depth for _, request in fake.reports] == [4, 1, 0], "what waits behind each batch"
     assert {cn for cn, _ in fake.reports} == {fake.agent_id} and fake.agent_id
     assert outbox.get_meta(LAST_REPORT_AT) == clock().isoformat()
     transport.close()

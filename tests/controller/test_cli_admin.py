@@ -25,6 +25,7 @@ from controller.clock import utc_now
 from controller.config import Settings
 from controller.enrollment import EnrollmentService
 from controller.errors import PermissionDenied
+from controller.ingest import IngestService
 from controller.pki import ServerPKI, load_or_create_pki
 from tests.controller.cli_run import run
 
@@ -145,10 +146,18 @@ def test_agents_list_show_and_revoke(cli: Cli, engine: Engine, controller_pki: S
         None,
         0,
     )
+    assert shown["outbox_depth"] is None
     code, out, _ = cli("agents", "show", first.agent_id)
     assert code == 0
-    for text in (first.agent_id, "pc-a", shown["cert_serial"], shown["cert_fingerprint"][:16], "never", "W07"):
+    for text in (first.agent_id, "pc-a", shown["cert_serial"], shown["cert_fingerprint"][:16], "never", "W07",
+                 "not reported"):
         assert text in out
+
+    IngestService(engine).ingest(second.agent_id, [], outbox_depth=3_412)
+    assert "3412 facts waiting" in cli("agents", "show", second.agent_id)[1]
+    assert {a["id"]: a["outbox_depth"] for a in json.loads(cli("agents", "list", "--json")[1])} == {
+        first.agent_id: None, second.agent_id: 3_412}
+    assert "3412" in cli("agents", "list")[1]
 
     code, out, err = cli("agents", "revoke", first.agent_id, "--reason", "PC replaced")
     assert (code, err) == (0, "") and f"Revoked agent {first.agent_id}" in out

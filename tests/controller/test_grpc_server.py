@@ -518,7 +518,8 @@ class _FailingIngest:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    def ingest(self, agent_id: str, facts: object, presented: str | None = None) -> object:
+    def ingest(self, agent_id: str, facts: object, presented: str | None = None,
+               outbox_depth: int | None = None) -> object:
         raise self.error
 
 

@@ -184,6 +184,23 @@ def test_a_malformed_fact_rejects_the_whole_batch(
     assert agent_row(engine).last_seen_at is None
 
 
+def test_the_outbox_depth_an_agent_reports_is_kept_until_it_reports_another(
+    engine: Engine, service: IngestService, clock
+) -> None:
+    assert agent_row(engine).outbox_depth is None, "never reported"
+    service.ingest(AGENT, [started(1, clock())], outbox_depth=1_250)
+    assert agent_row(engine).outbox_depth == 1_250
+    service.ingest(AGENT, [started(2, clock())])  # an older agent, or a call that did not say
+    assert agent_row(engine).outbox_depth == 1_250
+    service.ingest(AGENT, [], outbox_depth=0)
+    assert agent_row(engine).outbox_depth == 0
+
+    with pytest.raises(InvalidInput, match=r"outbox_depth 18446744073709551615 is out of range"):
+        service.ingest(AGENT, [started(3, clock())], outbox_depth=2**64 - 1)
+    assert stored_facts(engine) == [(1, "process_started"), (2, "process_started")]
+    assert agent_row(engine).outbox_depth == 0
+
+
 def test_an_unknown_agent_is_not_found(engine: Engine, service: IngestService, clock) -> None:
     with pytest.raises(NotFound, match="no agent 'ag-nobody'"):
         service.ingest("ag-nobody", [started(1, clock())])

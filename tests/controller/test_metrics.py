@@ -119,7 +119,8 @@ def test_reports_facts_violations_outbox_totals_and_sweeps_are_counted(
     with mtls(observed.server, agent) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)
         assert report(channel, batch).acknowledged_sequence == 4
-        assert report(channel, batch).acknowledged_sequence == 4  # all four again: duplicates
+        again = stub.Report(agent_pb2.ReportRequest(facts=batch, outbox_depth=250), timeout=TIMEOUT)
+        assert again.acknowledged_sequence == 4  # all four again: duplicates
         invalid = rpc_error(stub.Report, agent_pb2.ReportRequest(facts=[heartbeat(5, clock()), no_kind]))
         limited = rpc_error(stub.Report, agent_pb2.ReportRequest(facts=[heartbeat(5, clock())]))
     assert (invalid.code(), limited.code()) == (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -134,6 +135,11 @@ def test_reports_facts_violations_outbox_totals_and_sweeps_are_counted(
     assert moved(before, after, "counterguard_facts_total", outcome="duplicate") == 4
     assert moved(before, after, "counterguard_facts_total", outcome="invalid") == 2
     assert moved(before, after, "counterguard_violations_created_total", rule="games-video-music") == 1
+    # One report said 250 facts wait behind it (the first said nothing, like an older agent).
+    assert moved(before, after, "counterguard_agent_outbox_depth_facts_count") == 1
+    assert moved(before, after, "counterguard_agent_outbox_depth_facts_sum") == 250
+    assert moved(before, after, "counterguard_agent_outbox_depth_facts_bucket", le="100.0") == 0
+    assert moved(before, after, "counterguard_agent_outbox_depth_facts_bucket", le="1000.0") == 1
 
     who = agent.agent_id
     assert value(after, "counterguard_agent_outbox_set_aside_facts", agent=who) == 3

@@ -151,6 +151,7 @@ def test_facts_wait_in_the_outbox_while_the_controller_is_down(tmp_path: Path, a
         agent.run("run", "--once")
         shown = restarted.json("agents", "show", agent_id)
         assert shown["last_sequence"] > 0
+        assert shown["outbox_depth"] == 0, "the agent's last batch said nothing waits behind it"
         assert _outbox_depth(agent) == 0
     finally:
         restarted.stop()

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from protos.counterguard.v1 import facts_pb2 as protos_dot_counterguard_dot_v1_dot_facts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/counterguard/v1/agent.proto\x12\x0f\x63ounterguard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"protos/counterguard/v1/facts.proto\"\x7f\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x12\n\nmachine_id\x18\x04 \x01(\t\x12\x11\n\tos_family\x18\x05 \x01(\t\x12\x15\n\ragent_version\x18\x06 \x01(\t\"\x91\x01\n\x0e\x45nrollResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x02 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x03 \x01(\x0c\x12\x13\n\x0breport_host\x18\x04 \x01(\t\x12\x13\n\x0breport_port\x18\x05 \x01(\r\x12\x0e\n\x06window\x18\x06 \x01(\t\"L\n\rReportRequest\x12$\n\x05\x66\x61\x63ts\x18\x01 \x03(\x0b\x32\x15.counterguard.v1.Fact\x12\x15\n\ragent_version\x18\x02 \x01(\t\"\x8f\x01\n\x07\x43ommand\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.counterguard.v1.Command.Kind\"W\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18KIND_SEND_FULL_INVENTORY\x10\x01\x12\x1b\n\x17KIND_SEND_FULL_SOFTWARE\x10\x02\"\xbc\x01\n\x0eReportResponse\x12\x1d\n\x15\x61\x63knowledged_sequence\x18\x01 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12*\n\x08\x63ommands\x18\x03 \x03(\x0b\x32\x18.counterguard.v1.Command\x12\x1d\n\x15\x63onflicting_sequences\x18\x04 \x03(\x04\x12(\n\x07notices\x18\x05 \x03(\x0b\x32\x17.counterguard.v1.Notice\"~\n\x06Notice\x12\x15\n\rviolation_key\x18\x01 \x01(\t\x12\x0f\n\x07rule_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x12\x46\x65tchPolicyRequest\x12\x17\n\x0f\x63urrent_version\x18\x01 \x01(\t\"\xde\x04\n\x0b\x41gentPolicy\x12\x1f\n\x17report_interval_seconds\x18\x01 \x01(\r\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\r\x12%\n\x1dprocess_poll_interval_seconds\x18\x03 \x01(\r\x12%\n\x1dsession_poll_interval_seconds\x18\x04 \x01(\r\x12&\n\x1esoftware_scan_interval_seconds\x18\x05 \x01(\r\x12\"\n\x1ainventory_interval_seconds\x18\x06 \x01(\r\x12\x1e\n\x16idle_threshold_seconds\x18\x07 \x01(\r\x12&\n\x1e\x61\x63tivity_poll_interval_seconds\x18\x08 \x01(\r\x12\x1a\n\x12\x66oreground_enabled\x18\t \x01(\x08\x12(\n foreground_poll_interval_seconds\x18\n \x01(\r\x12\x15\n\rreport_titles\x18\x0b \x01(\x08\x12\x35\n\x0etitle_patterns\x18\x0c \x03(\x0b\x32\x1d.counterguard.v1.TitlePattern\x12\x32\n\tantivirus\x18\r \x03(\x0b\x32\x1f.counterguard.v1.AntivirusProbe\x12(\n antivirus_check_interval_seconds\x18\x0e \x01(\r\x12\x1d\n\x15removable_mount_roots\x18\x0f \x03(\t\x12\x17\n\x0fnotices_enabled\x18\x10 \x01(\x08\"Y\n\x0cTitlePattern\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x16\n\x0etitle_contains\x18\x03 \x03(\t\x12\x13\n\x0b\x65xecutables\x18\x04 \x03(\t\"V\n\x0e\x41ntivirusProbe\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rprocess_names\x18\x02 \x03(\t\x12\x10\n\x08packages\x18\x03 \x03(\t\x12\r\n\x05paths\x18\x04 \x03(\t\"e\n\x13\x46\x65tchPolicyResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x12,\n\x06policy\x18\x03 \x01(\x0b\x32\x1c.counterguard.v1.AgentPolicy2\xfe\x01\n\x0c\x41gentService\x12I\n\x06\x45nroll\x12\x1e.counterguard.v1.EnrollRequest\x1a\x1f.counterguard.v1.EnrollResponse\x12I\n\x06Report\x12\x1e.counterguard.v1.ReportRequest\x1a\x1f.counterguard.v1.ReportResponse\x12X\n\x0b\x46\x65tchPolicy\x12#.counterguard.v1.FetchPolicyRequest\x1a$.counterguard.v1.FetchPolicyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"protos/counterguard/v1/agent.proto\x12\x0f\x63ounterguard.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"protos/counterguard/v1/facts.proto\"\x7f\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x12\n\nmachine_id\x18\x04 \x01(\t\x12\x11\n\tos_family\x18\x05 \x01(\t\x12\x15\n\ragent_version\x18\x06 \x01(\t\"\x91\x01\n\x0e\x45nrollResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x02 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x03 \x01(\x0c\x12\x13\n\x0breport_host\x18\x04 \x01(\t\x12\x13\n\x0breport_port\x18\x05 \x01(\r\x12\x0e\n\x06window\x18\x06 \x01(\t\"x\n\rReportRequest\x12$\n\x05\x66\x61\x63ts\x18\x01 \x03(\x0b\x32\x15.counterguard.v1.Fact\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\x19\n\x0coutbox_depth\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x0f\n\r_outbox_depth\"\x8f\x01\n\x07\x43ommand\x12+\n\x04kind\x18\x01 \x01(\x0e\x32\x1d.counterguard.v1.Command.Kind\"W\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18KIND_SEND_FULL_INVENTORY\x10\x01\x12\x1b\n\x17KIND_SEND_FULL_SOFTWARE\x10\x02\"\xbc\x01\n\x0eReportResponse\x12\x1d\n\x15\x61\x63knowledged_sequence\x18\x01 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x02 \x01(\t\x12*\n\x08\x63ommands\x18\x03 \x03(\x0b\x32\x18.counterguard.v1.Command\x12\x1d\n\x15\x63onflicting_sequences\x18\x04 \x03(\x04\x12(\n\x07notices\x18\x05 \x03(\x0b\x32\x17.counterguard.v1.Notice\"~\n\x06Notice\x12\x15\n\rviolation_key\x18\x01 \x01(\t\x12\x0f\n\x07rule_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0c\n\x04\x62ody\x18\x04 \x01(\t\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x12\x46\x65tchPolicyRequest\x12\x17\n\x0f\x63urrent_version\x18\x01 \x01(\t\"\xde\x04\n\x0b\x41gentPolicy\x12\x1f\n\x17report_interval_seconds\x18\x01 \x01(\r\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\r\x12%\n\x1dprocess_poll_interval_seconds\x18\x03 \x01(\r\x12%\n\x1dsession_poll_interval_seconds\x18\x04 \x01(\r\x12&\n\x1esoftware_scan_interval_seconds\x18\x05 \x01(\r\x12\"\n\x1ainventory_interval_seconds\x18\x06 \x01(\r\x12\x1e\n\x16idle_threshold_seconds\x18\x07 \x01(\r\x12&\n\x1e\x61\x63tivity_poll_interval_seconds\x18\x08 \x01(\r\x12\x1a\n\x12\x66oreground_enabled\x18\t \x01(\x08\x12(\n foreground_poll_interval_seconds\x18\n \x01(\r\x12\x15\n\rreport_titles\x18\x0b \x01(\x08\x12\x35\n\x0etitle_patterns\x18\x0c \x03(\x0b\x32\x1d.counterguard.v1.TitlePattern\x12\x32\n\tantivirus\x18\r \x03(\x0b\x32\x1f.counterguard.v1.AntivirusProbe\x12(\n antivirus_check_interval_seconds\x18\x0e \x01(\r\x12\x1d\n\x15removable_mount_roots\x18\x0f \x03(\t\x12\x17\n\x0fnotices_enabled\x18\x10 \x01(\x08\"Y\n\x0cTitlePattern\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\x16\n\x0etitle_contains\x18\x03 \x03(\t\x12\x13\n\x0b\x65xecutables\x18\x04 \x03(\t\"V\n\x0e\x41ntivirusProbe\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rprocess_names\x18\x02 \x03(\t\x12\x10\n\x08packages\x18\x03 \x03(\t\x12\r\n\x05paths\x18\x04 \x03(\t\"e\n\x13\x46\x65tchPolicyResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x02 \x01(\x08\x12,\n\x06policy\x18\x03 \x01(\x0b\x32\x1c.counterguard.v1.AgentPolicy2\xfe\x01\n\x0c\x41gentService\x12I\n\x06\x45nroll\x12\x1e.counterguard.v1.EnrollRequest\x1a\x1f.counterguard.v1.EnrollResponse\x12I\n\x06Report\x12\x1e.counterguard.v1.ReportRequest\x1a\x1f.counterguard.v1.ReportResponse\x12X\n\x0b\x46\x65tchPolicy\x12#.counterguard.v1.FetchPolicyRequest\x1a$.counterguard.v1.FetchPolicyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,25 +38,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENROLLRESPONSE']._serialized_start=254
   _globals['_ENROLLRESPONSE']._serialized_end=399
   _globals['_REPORTREQUEST']._serialized_start=401
-  _globals['_REPORTREQUEST']._serialized_end=477
-  _globals['_COMMAND']._serialized_start=480
-  _globals['_COMMAND']._serialized_end=623
-  _globals['_COMMAND_KIND']._serialized_start=536
-  _globals['_COMMAND_KIND']._serialized_end=623
-  _globals['_REPORTRESPONSE']._serialized_start=626
-  _globals['_REPORTRESPONSE']._serialized_end=814
-  _globals['_NOTICE']._serialized_start=816
-  _globals['_NOTICE']._serialized_end=942
-  _globals['_FETCHPOLICYREQUEST']._serialized_start=944
-  _globals['_FETCHPOLICYREQUEST']._serialized_end=989
-  _globals['_AGENTPOLICY']._serialized_start=992
-  _globals['_AGENTPOLICY']._serialized_end=1598
-  _globals['_TITLEPATTERN']._serialized_start=1600
-  _globals['_TITLEPATTERN']._serialized_end=1689
-  _globals['_ANTIVIRUSPROBE']._serialized_start=1691
-  _globals['_ANTIVIRUSPROBE']._serialized_end=1777
-  _globals['_FETCHPOLICYRESPONSE']._serialized_start=1779
-  _globals['_FETCHPOLICYRESPONSE']._serialized_end=1880
-  _globals['_AGENTSERVICE']._serialized_start=1883
-  _globals['_AGENTSERVICE']._serialized_end=2137
+  _globals['_REPORTREQUEST']._serialized_end=521
+  _globals['_COMMAND']._serialized_start=524
+  _globals['_COMMAND']._serialized_end=667
+  _globals['_COMMAND_KIND']._serialized_start=580
+  _globals['_COMMAND_KIND']._serialized_end=667
+  _globals['_REPORTRESPONSE']._serialized_start=670
+  _globals['_REPORTRESPONSE']._serialized_end=858
+  _globals['_NOTICE']._serialized_start=860
+  _globals['_NOTICE']._serialized_end=986
+  _globals['_FETCHPOLICYREQUEST']._serialized_start=988
+  _globals['_FETCHPOLICYREQUEST']._serialized_end=1033
+  _globals['_AGENTPOLICY']._serialized_start=1036
+  _globals['_AGENTPOLICY']._serialized_end=1642
+  _globals['_TITLEPATTERN']._serialized_start=1644
+  _globals['_TITLEPATTERN']._serialized_end=1733
+  _globals['_ANTIVIRUSPROBE']._serialized_start=1735
+  _globals['_ANTIVIRUSPROBE']._serialized_end=1821
+  _globals['_FETCHPOLICYRESPONSE']._serialized_start=1823
+  _globals['_FETCHPOLICYRESPONSE']._serialized_end=1924
+  _globals['_AGENTSERVICE']._serialized_start=1927
+  _globals['_AGENTSERVICE']._serialized_end=2181
 # @@protoc_insertion_point(module_scope)

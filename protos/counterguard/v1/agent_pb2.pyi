@@ -44,12 +44,14 @@ class EnrollResponse(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., certificate_pem: _Optional[bytes] = ..., ca_certificate_pem: _Optional[bytes] = ..., report_host: _Optional[str] = ..., report_port: _Optional[int] = ..., window: _Optional[str] = ...) -> None: ...
 
 class ReportRequest(_message.Message):
-    __slots__ = ("facts", "agent_version")
+    __slots__ = ("facts", "agent_version", "outbox_depth")
     FACTS_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTBOX_DEPTH_FIELD_NUMBER: _ClassVar[int]
     facts: _containers.RepeatedCompositeFieldContainer[_facts_pb2.Fact]
     agent_version: str
-    def __init__(self, facts: _Optional[_Iterable[_Union[_facts_pb2.Fact, _Mapping]]] = ..., agent_version: _Optional[str] = ...) -> None: ...
+    outbox_depth: int
+    def __init__(self, facts: _Optional[_Iterable[_Union[_facts_pb2.Fact, _Mapping]]] = ..., agent_version: _Optional[str] = ..., outbox_depth: _Optional[int] = ...) -> None: ...
 
 class Command(_message.Message):
     __slots__ = ("kind",)
