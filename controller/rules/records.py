@@ -184,9 +184,28 @@ class MaintenanceRecord(SQLModel, table=True):
     recorded_at: dt.datetime = _utc()
 
 
+class DecisionRevision(SQLModel, table=True):
+    """A counter of changes to the decision tables above, raised by database triggers (migration 0009).
+
+    One row (id 1). Every insert, update or delete on ``software_approval``, ``exemption``,
+    ``registered_device``, ``account_mapping`` or ``maintenance_record`` adds one, whoever writes, so a
+    controller can keep those tables in memory and read them again only when the counter moved
+    (:mod:`controller.rules.decision_tables`). A migration that rebuilds one of those tables on
+    SQLite (``batch_alter_table``) drops its triggers and must create them again.
+    """
+
+    __tablename__ = "decision_revision"
+
+    id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    revision: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+
+
 VIOLATION = cast(Table, Violation.__table__)  # type: ignore[attr-defined]
 SOFTWARE_APPROVAL = cast(Table, SoftwareApproval.__table__)  # type: ignore[attr-defined]
 EXEMPTION = cast(Table, Exemption.__table__)  # type: ignore[attr-defined]
 REGISTERED_DEVICE = cast(Table, RegisteredDevice.__table__)  # type: ignore[attr-defined]
 ACCOUNT_MAPPING = cast(Table, AccountMapping.__table__)  # type: ignore[attr-defined]
 MAINTENANCE_RECORD = cast(Table, MaintenanceRecord.__table__)  # type: ignore[attr-defined]
+DECISION_REVISION = cast(Table, DecisionRevision.__table__)  # type: ignore[attr-defined]
+# The tables whose every change raises ``decision_revision.revision``.
+DECISION_TABLES = ("software_approval", "exemption", "registered_device", "account_mapping", "maintenance_record")

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import and_, case, insert, or_, select, update
+from sqlalchemy import case, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from controller.clock import Clock, utc_now
@@ -45,18 +45,12 @@ from controller.convert import row_to_fact
 from controller.errors import NotFound
 from controller.models import AGENT, FACT
 from controller.policy.model import Policy, RuleKind, When
-from controller.rules.base import Account, Approval, Device, Matcher, RuleContext, TimeSpan, WorkingTime
+from controller.rules.base import Matcher, RuleContext, WorkingTime
 from controller.rules.claims import SWEEP_GROUPS, SweepClaims, sweep_group
+from controller.rules.decision_tables import REVISION, DecisionCache
 from controller.rules.evaluate import TIME_KINDS, ViolationCandidate, evaluate_agent
 from controller.rules.loading import FactLoader, Loaded, affected_kinds, kinds_to_evaluate
-from controller.rules.records import (
-    ACCOUNT_MAPPING,
-    EXEMPTION,
-    MAINTENANCE_RECORD,
-    REGISTERED_DEVICE,
-    SOFTWARE_APPROVAL,
-    VIOLATION,
-)
+from controller.rules.records import VIOLATION
 from protos.counterguard.v1 import facts_pb2
 
 log = logging.getLogger(__name__)
@@ -118,6 +112,7 @@ class RulesService:
         self._loader = FactLoader(lookback, process_chain_limit, clock)
         self.sweep_lookback = sweep_lookback
         self._claims = SweepClaims(engine)
+        self._decisions = DecisionCache()
 
     # ------------------------------------------------------------------ entry points
 
@@ -347,55 +342,17 @@ class RulesService:
         with self._engine.begin() as conn:
             if conn.dialect.name == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-            query = select(AGENT).where(AGENT.c.id == agent_id)
+            query = select(AGENT, REVISION.label("decision_revision")).where(AGENT.c.id == agent_id)
             if conn.dialect.name == "postgresql":
-                query = query.with_for_update(key_share=True)
+                query = query.with_for_update(of=AGENT, key_share=True)
             agent = conn.execute(query).one_or_none()
             if agent is None:
                 raise NotFound(f"no agent {agent_id!r}")
             yield conn, agent
 
     def _context(self, conn: Connection, agent: Any) -> RuleContext:
-        """The decisions that apply to this agent, as plain data."""
-        window, unit = agent.window or "", agent.unit
-
-        def scope(row: Any) -> str | None:
-            if row.window:
-                return "window" if row.window == window else None
-            if row.unit:
-                return "unit" if unit and row.unit == unit else None
-            return "all"
-
-        approvals = tuple(
-            Approval(row.name, row.source, s, row.decision, row.decided_at)
-            for row in conn.execute(select(SOFTWARE_APPROVAL))
-            if (s := scope(row)) is not None
-        )
-        devices = tuple(
-            Device(row.vendor_id, row.product_id, row.serial, row.description)
-            for row in conn.execute(select(REGISTERED_DEVICE))
-            if scope(row) is not None
-        )
-        exemptions = tuple(
-            TimeSpan(row.starts_at, row.ends_at, row.reason, row.id)
-            for row in conn.execute(
-                select(EXEMPTION).where(
-                    EXEMPTION.c.removed_at.is_(None),
-                    or_(EXEMPTION.c.agent_id == agent.id, and_(EXEMPTION.c.window.is_not(None),
-                                                               EXEMPTION.c.window == window)),
-                )
-            )
-        )
-        accounts = tuple(
-            Account(row.account, row.staff, tuple(w.strip() for w in row.windows.split(",") if w.strip()),
-                    row.valid_from, row.valid_to)
-            for row in conn.execute(select(ACCOUNT_MAPPING))
-        )
-        maintenance = tuple(
-            TimeSpan(row.starts_at, row.ends_at, row.note, row.id)
-            for row in conn.execute(select(MAINTENANCE_RECORD).where(MAINTENANCE_RECORD.c.agent_id == agent.id))
-        )
-        return RuleContext(window, unit, approvals, exemptions, devices, accounts, maintenance, agent.last_seen_at)
+        """The decisions that apply to this agent, as plain data (read again only after one changed)."""
+        return self._decisions.context(conn, agent, agent.decision_revision)
 
     # ------------------------------------------------------------------ storing violations
 

@@ -249,6 +249,10 @@ def insert_rows(conn: Connection, table: sa.Table, rows: list[dict[str, Any]],
     return back
 
 
+# Tables whose rows are counters that triggers raise (decision_revision: writes to the decision tables).
+COUNTERS = frozenset({"decision_revision"})
+
+
 def assert_kept(conn: Connection, tables: sa.MetaData, stored: dict[str, list[dict[str, Any]]], revision: str) -> None:
     """Every row stored so far is still there, with the same value in every column it still has."""
     for name, rows in stored.items():
@@ -258,6 +262,8 @@ def assert_kept(conn: Connection, tables: sa.MetaData, stored: dict[str, list[di
             key = {c.name: row[c.name] for c in table.primary_key.columns}
             now = conn.execute(sa.select(table).filter_by(**key)).one_or_none()
             assert now is not None, f"revision {revision} lost the row {key} of {name}"
+            if name in COUNTERS:
+                continue  # its value moves with writes elsewhere; that the row is there is what counts
             kept = {column: value for column, value in row.items() if column in table.c}
             assert {column: now._mapping[column] for column in kept} == kept, \
                 f"revision {revision} changed {name} {key}"
@@ -284,8 +290,9 @@ def test_a_populated_database_migrates_from_the_first_schema_and_the_code_reads_
                 for table in tables.sorted_tables:
                     if table.name in stored or table.name == "alembic_version":
                         continue
+                    seeded = [dict(row._mapping) for row in conn.execute(sa.select(table))]  # by the migration
                     rows = builders.rows(table.name) or [{}]
-                    stored[table.name] = insert_rows(conn, table, rows, stored)
+                    stored[table.name] = seeded or insert_rows(conn, table, rows, stored)
         assert current_revision(engine) == head_revision()
         assert {"enrollment_token", "agent", "fact", "policy_version", "violation"} <= set(stored)
 

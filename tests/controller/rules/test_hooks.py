@@ -69,7 +69,7 @@ class Rules:
 
 
 def servicer(rules: Rules, stored: int) -> AgentServicer:
-    ingest = SimpleNamespace(ingest=lambda agent_id, facts, presented: Ingested(max(f.sequence for f in facts), stored))
+    ingest = SimpleNamespace(ingest=lambda agent_id, facts, presented, outbox_depth=None: Ingested(max(f.sequence for f in facts), stored))
     return AgentServicer(enrollment=None, directory=None, ingest=ingest,  # type: ignore[arg-type]
                          policies=BuiltinPolicy(), report_port=1, rules=rules)
 
