@@ -149,6 +149,7 @@ class RulesService:
         are marked only once their violations are stored; an evaluation that fails leaves them for the
         next attempt. Nothing to evaluate (or an unknown agent) is an empty result.
         """
+        loaded = self._policies.active()  # before taking a connection: it takes one of its own
         with self._engine.connect() as conn:
             row = conn.execute(
                 select(AGENT.c.evaluated_sequence, AGENT.c.last_sequence).where(AGENT.c.id == agent_id)
@@ -156,7 +157,9 @@ class RulesService:
             if row is None or row.last_sequence <= row.evaluated_sequence:
                 return EvaluationResult()
             facts = _facts_to_judge(conn, agent_id, row.evaluated_sequence, row.last_sequence)
-        return self._judge_new(agent_id, facts, row.evaluated_sequence + 1, int(row.last_sequence))
+            now = self._clock()  # after the facts were read: each was received by now
+            since, kinds = self._kinds_since(conn, loaded, agent_id, facts, row.evaluated_sequence + 1, now)
+        return self._judge(agent_id, facts, loaded, since, kinds, now, int(row.last_sequence))
 
     def _judge_new(self, agent_id: str, facts: Sequence[facts_pb2.Fact], first: int,
                    through: int | None) -> EvaluationResult:
@@ -164,14 +167,24 @@ class RulesService:
         now = self._clock()
         loaded = self._policies.active()  # before taking a connection: it takes one of its own
         with self._engine.connect() as conn:
-            previous = conn.execute(
-                select(FACT.c.received_at)
-                .where(FACT.c.agent_id == agent_id, FACT.c.sequence < first)
-                .order_by(FACT.c.sequence.desc())
-                .limit(1)
-            ).scalar_one_or_none()
-            since = min(previous or now, now)
-            kinds = self._kinds_for_report(conn, loaded, agent_id, facts, now, since) if facts else set()
+            since, kinds = self._kinds_since(conn, loaded, agent_id, facts, first, now)
+        return self._judge(agent_id, facts, loaded, since, kinds, now, through)
+
+    def _kinds_since(self, conn: Connection, loaded: Any, agent_id: str, facts: Sequence[facts_pb2.Fact],
+                     first: int, now: dt.datetime) -> tuple[dt.datetime, set[RuleKind]]:
+        """The agent's previous contact before the fact numbered ``first``, and the kinds ``facts`` can change."""
+        previous = conn.execute(
+            select(FACT.c.received_at)
+            .where(FACT.c.agent_id == agent_id, FACT.c.sequence < first)
+            .order_by(FACT.c.sequence.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        since = min(previous or now, now)
+        return since, self._kinds_for_report(conn, loaded, agent_id, facts, now, since) if facts else set()
+
+    def _judge(self, agent_id: str, facts: Sequence[facts_pb2.Fact], loaded: Any, since: dt.datetime,
+               kinds: set[RuleKind], now: dt.datetime, through: int | None) -> EvaluationResult:
+        """Evaluate ``kinds`` from ``since`` on (nothing when the facts change no rule); mark ``through``."""
         if kinds <= _OUTSIDE_HOURS and loaded is not None and _heartbeats_within_working_time(
                 loaded.calendar, facts, since, now):
             kinds = set()  # after a gap, or with late facts, agent_silent is among the kinds: judged as usual
