@@ -16,7 +16,11 @@ Prints figures measured in this run only:
       ``on_ingest`` (database round trips included), on SQLite or ``--db`` (e.g. PostgreSQL), for a
       sample of workstation-days; then what 1,000 workstations need, from the measured per-batch cost.
 
-Usage: ``python bench/rules.py [--runs N] [--workstations N] [--service-days N] [--db URL] [--skip-latency]``.
+   The hall's decisions are recorded first (``--staff``: account mappings, approvals, registered
+   devices), since every evaluation applies them; the SQL statements per batch are counted.
+
+Usage: ``python bench/rules.py [--runs N] [--workstations N] [--service-days N] [--staff N] [--db URL]
+[--skip-latency]``.
 """
 
 from __future__ import annotations
@@ -242,8 +246,31 @@ def pure_throughput(workstations: int, days: int) -> tuple[int, float, Counter[s
     return total_facts, elapsed, violations
 
 
-def service_throughput(workstations: int, days: int, database_url: str | None) -> dict[str, float]:
-    """Ingest + on_ingest of every batch of ``days`` of each workstation's month, through a real database."""
+def record_decisions(engine: Any, staff: int) -> None:
+    """What a hall of ``staff`` people has decided: an account mapping each, approvals, registered devices."""
+    from sqlalchemy import insert
+
+    from controller.rules.records import ACCOUNT_MAPPING, REGISTERED_DEVICE, SOFTWARE_APPROVAL
+
+    at = MONTH - dt.timedelta(days=30)
+    with engine.begin() as conn:
+        if staff:
+            conn.execute(insert(ACCOUNT_MAPPING), [
+                {"account": f"user{n:04d}", "staff": f"员工{n:04d}", "windows": f"W{n % 100:02d}", "created_at": at}
+                for n in range(staff)])
+            conn.execute(insert(SOFTWARE_APPROVAL), [
+                {"name": f"approved-tool-{n}", "decision": "approved", "window": f"W{n % 100:02d}" if n % 3 else None,
+                 "decided_at": at} for n in range(staff * 2 // 3)])
+            conn.execute(insert(REGISTERED_DEVICE), [
+                {"vendor_id": "0781", "product_id": f"{n:04x}", "serial": f"SN{n}", "registered_at": at}
+                for n in range(staff // 10)])
+
+
+def service_throughput(workstations: int, days: int, database_url: str | None, staff: int = 0) -> dict[str, float]:
+    """Ingest + on_ingest of every batch of ``days`` of each workstation's month, through a real database,
+    with ``staff`` people's decisions recorded (see :func:`record_decisions`)."""
+    from sqlalchemy import event
+
     from controller.clock import utc_now
     from controller.db import make_engine, session_scope
     from controller.ingest import IngestService
@@ -272,22 +299,29 @@ def service_throughput(workstations: int, days: int, database_url: str | None) -
                 first, horizon = MONTH + dt.timedelta(days=1), MONTH + dt.timedelta(days=days + 1)  # from Monday
                 batches += [(at, agent_id, facts) for at, facts in month.batches if first <= at < horizon]
         batches.sort(key=lambda batch: batch[0])
+        record_decisions(engine, staff)
         ingest_seconds = rules_seconds = 0.0
         facts = 0
+        phase, statements = ["ingest"], Counter[str]()
+        event.listen(engine, "before_cursor_execute", lambda *_: statements.update(phase))
         for received, agent_id, batch in batches:
             now[0] = received
             started = time.perf_counter()
+            phase[0] = "ingest"
             ingest.ingest(agent_id, batch)
             middle = time.perf_counter()
+            phase[0] = "rules"
             rules.on_ingest(agent_id, batch)
             rules_seconds += time.perf_counter() - middle
             ingest_seconds += middle - started
             facts += len(batch)
+        phase[0] = "sweep"
         sweep_started = time.perf_counter()
         rules.sweep(now[0])
         sweep = time.perf_counter() - sweep_started
         return {"batches": len(batches), "facts": facts, "ingest_s": ingest_seconds, "rules_s": rules_seconds,
-                "sweep_s": sweep, "workstations": workstations}
+                "sweep_s": sweep, "workstations": workstations, "staff": staff,
+                "ingest_statements": statements["ingest"], "rules_statements": statements["rules"]}
     finally:
         engine.dispose()
         shutil.rmtree(work, ignore_errors=True)
@@ -300,6 +334,9 @@ def main() -> None:
     parser.add_argument("--service-workstations", type=int, default=5)
     parser.add_argument("--service-days", type=int, default=3, help="days of batches through the service path")
     parser.add_argument("--db", help="database URL for the service path (default: a temporary SQLite file)")
+    parser.add_argument("--staff", type=int, default=300,
+                        help="people of the hall for the service path: an account mapping each, 2/3 as many "
+                             "software approvals, 1/10 as many registered devices")
     parser.add_argument("--skip-latency", action="store_true")
     args = parser.parse_args()
 
@@ -317,7 +354,7 @@ def main() -> None:
           f"{1000 * per_month:,.0f} facts ≈ {1000 * per_month * elapsed / facts / 60:.1f} CPU-minutes")
     print("    violations found: " + ", ".join(f"{rule} {count}" for rule, count in sorted(found.items())))
 
-    service = service_throughput(args.service_workstations, args.service_days, args.db)
+    service = service_throughput(args.service_workstations, args.service_days, args.db, args.staff)
     batches, sfacts = service["batches"], service["facts"]
     per_batch = service["rules_s"] / batches
     batches_per_month = batches / (args.service_workstations * args.service_days) * 22  # working days
@@ -325,7 +362,9 @@ def main() -> None:
           f"{args.service_workstations} workstations × {args.service_days} working days, {batches:,} batches, "
           f"{sfacts:,} facts: ingest {service['ingest_s']:.1f} s, rules on ingest {service['rules_s']:.1f} s "
           f"({per_batch * 1000:.1f} ms per batch, {sfacts / service['rules_s']:,.0f} facts/s), "
-          f"one sweep of {args.service_workstations} agents {service['sweep_s'] * 1000:.0f} ms")
+          f"one sweep of {args.service_workstations} agents {service['sweep_s'] * 1000:.0f} ms; SQL statements "
+          f"per batch: ingest {service['ingest_statements'] / batches:.1f}, rules {service['rules_statements'] / batches:.1f}"
+          f" (decisions of {args.staff} staff recorded)")
     rate = 1000 * batches_per_month / (22 * 9 * 3600)  # most batches come in the 9 hours the machines are on
     print(f"    1,000 workstations send ≈ {1000 * batches_per_month:,.0f} batches a month (≈ {rate:.1f}/s while "
           f"they are on): evaluating on ingest takes ≈ {1000 * batches_per_month * per_batch / 3600:.1f} hours a "
