@@ -188,9 +188,9 @@ class DecisionRevision(SQLModel, table=True):
     """A counter of changes to the decision tables above, raised by database triggers (migration 0009).
 
     One row (id 1). Every insert, update or delete on ``software_approval``, ``exemption``,
-    ``registered_device``, ``account_mapping`` or ``maintenance_record`` adds one, whoever writes, so a
-    controller can keep those tables in memory and read them again only when the counter moved
-    (:mod:`controller.rules.decision_tables`). A migration that rebuilds one of those tables on
+    ``registered_device``, ``account_mapping``, ``maintenance_record`` or ``policy_activation`` adds
+    one, whoever writes, so a controller can keep those tables and the active policy in memory and
+    read them again only when the counter moved (:mod:`controller.rules.decision_tables`). A migration that rebuilds one of those tables on
     SQLite (``batch_alter_table``) drops its triggers and must create them again.
     """
 
@@ -208,4 +208,5 @@ ACCOUNT_MAPPING = cast(Table, AccountMapping.__table__)  # type: ignore[attr-def
 MAINTENANCE_RECORD = cast(Table, MaintenanceRecord.__table__)  # type: ignore[attr-defined]
 DECISION_REVISION = cast(Table, DecisionRevision.__table__)  # type: ignore[attr-defined]
 # The tables whose every change raises ``decision_revision.revision``.
-DECISION_TABLES = ("software_approval", "exemption", "registered_device", "account_mapping", "maintenance_record")
+DECISION_TABLES = ("software_approval", "exemption", "registered_device", "account_mapping", "maintenance_record",
+                   "policy_activation")

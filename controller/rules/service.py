@@ -113,6 +113,7 @@ class RulesService:
         self.sweep_lookback = sweep_lookback
         self._claims = SweepClaims(engine)
         self._decisions = DecisionCache()
+        self._policy_at: tuple[int, Any] | None = None  # the active policy as of a decision revision
 
     # ------------------------------------------------------------------ entry points
 
@@ -149,16 +150,18 @@ class RulesService:
         are marked only once their violations are stored; an evaluation that fails leaves them for the
         next attempt. Nothing to evaluate (or an unknown agent) is an empty result.
         """
-        loaded = self._policies.active()  # before taking a connection: it takes one of its own
         with self._engine.connect() as conn:
             row = conn.execute(
-                select(AGENT.c.evaluated_sequence, AGENT.c.last_sequence).where(AGENT.c.id == agent_id)
+                select(AGENT.c.evaluated_sequence, AGENT.c.last_sequence, REVISION.label("revision"))
+                .where(AGENT.c.id == agent_id)
             ).one_or_none()
             if row is None or row.last_sequence <= row.evaluated_sequence:
                 return EvaluationResult()
             facts = _facts_to_judge(conn, agent_id, row.evaluated_sequence, row.last_sequence)
             now = self._clock()  # after the facts were read: each was received by now
-            since, kinds = self._kinds_since(conn, loaded, agent_id, facts, row.evaluated_sequence + 1, now)
+            since, in_use = self._contact_and_use(conn, agent_id, row.evaluated_sequence + 1, now)
+        loaded = self._active_at(row.revision)  # with the connection given back: it may take one of its own
+        kinds = self._kinds_for_report(loaded, facts, now, since, in_use) if facts else set()
         return self._judge(agent_id, facts, loaded, since, kinds, now, int(row.last_sequence))
 
     def _judge_new(self, agent_id: str, facts: Sequence[facts_pb2.Fact], first: int,
@@ -167,12 +170,25 @@ class RulesService:
         now = self._clock()
         loaded = self._policies.active()  # before taking a connection: it takes one of its own
         with self._engine.connect() as conn:
-            since, kinds = self._kinds_since(conn, loaded, agent_id, facts, first, now)
+            since, in_use = self._contact_and_use(conn, agent_id, first, now)
+        kinds = self._kinds_for_report(loaded, facts, now, since, in_use) if facts else set()
         return self._judge(agent_id, facts, loaded, since, kinds, now, through)
 
-    def _kinds_since(self, conn: Connection, loaded: Any, agent_id: str, facts: Sequence[facts_pb2.Fact],
-                     first: int, now: dt.datetime) -> tuple[dt.datetime, set[RuleKind]]:
-        """The agent's previous contact before the fact numbered ``first``, and the kinds ``facts`` can change."""
+    def _active_at(self, revision: int | None) -> Any:
+        """The active policy, asked of the store again only when ``decision_revision`` moved (a policy put in
+        force raises it); read after the revision, so what is kept is never older than its label."""
+        kept = self._policy_at
+        if revision is not None and kept is not None and kept[0] == revision:
+            return kept[1]
+        loaded = self._policies.active()
+        if revision is not None:
+            self._policy_at = (revision, loaded)
+        return loaded
+
+    def _contact_and_use(self, conn: Connection, agent_id: str, first: int,
+                         now: dt.datetime) -> tuple[dt.datetime, bool]:
+        """The agent's previous contact before the fact numbered ``first`` (``now`` when none), and whether a
+        forbidden program of it was in use then (a violation still running or ended since)."""
         previous = conn.execute(
             select(FACT.c.received_at)
             .where(FACT.c.agent_id == agent_id, FACT.c.sequence < first)
@@ -180,7 +196,13 @@ class RulesService:
             .limit(1)
         ).scalar_one_or_none()
         since = min(previous or now, now)
-        return since, self._kinds_for_report(conn, loaded, agent_id, facts, now, since) if facts else set()
+        in_use = conn.execute(
+            select(VIOLATION.c.id).where(
+                VIOLATION.c.agent_id == agent_id, VIOLATION.c.kind == RuleKind.FORBIDDEN_PROGRAM.value,
+                or_(VIOLATION.c.period_end.is_(None), VIOLATION.c.period_end >= since - self.lookback))
+            .limit(1)
+        ).first() is not None
+        return since, in_use
 
     def _judge(self, agent_id: str, facts: Sequence[facts_pb2.Fact], loaded: Any, since: dt.datetime,
                kinds: set[RuleKind], now: dt.datetime, through: int | None) -> EvaluationResult:
@@ -215,19 +237,14 @@ class RulesService:
         with self._engine.connect() as conn:
             return list(conn.execute(query.order_by(AGENT.c.last_seen_at)).scalars())
 
-    def _kinds_for_report(self, conn: Connection, loaded: Any, agent_id: str, facts: Sequence[facts_pb2.Fact],
-                          now: dt.datetime, since: dt.datetime) -> set[RuleKind]:
+    @staticmethod
+    def _kinds_for_report(loaded: Any, facts: Sequence[facts_pb2.Fact], now: dt.datetime, since: dt.datetime,
+                          in_use: bool) -> set[RuleKind]:
         """The rule kinds a report can change (:func:`kinds_to_evaluate`); all it touches without an active policy."""
         if loaded is None:
             return affected_kinds(facts)
         forbidden = {c.value for r in loaded.policy.rules if r.enabled and r.kind is RuleKind.FORBIDDEN_PROGRAM
                      for c in r.categories}
-        in_use = conn.execute(
-            select(VIOLATION.c.id).where(
-                VIOLATION.c.agent_id == agent_id, VIOLATION.c.kind == RuleKind.FORBIDDEN_PROGRAM.value,
-                or_(VIOLATION.c.period_end.is_(None), VIOLATION.c.period_end >= since - self.lookback))
-            .limit(1)
-        ).first() is not None
         return kinds_to_evaluate(facts, forbidden, loaded.matcher, now=now, previous_contact=since,
                                  program_in_use=in_use)
 

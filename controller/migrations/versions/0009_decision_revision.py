@@ -1,9 +1,10 @@
 """A counter of changes to the decisions the rules read, raised by triggers.
 
 ``decision_revision`` holds one row whose ``revision`` every insert, update or delete on
-``software_approval``, ``exemption``, ``registered_device``, ``account_mapping`` and
-``maintenance_record`` raises by one, from whichever process or tool writes. Controllers keep those
-tables in memory and read them again only when the counter moved. On PostgreSQL one trigger function
+``software_approval``, ``exemption``, ``registered_device``, ``account_mapping``,
+``maintenance_record`` and ``policy_activation`` (a policy put in force) raises by one, from
+whichever process or tool writes. Controllers keep those tables, and the active policy, in memory and
+read them again only when the counter moved. On PostgreSQL one trigger function
 serves every table (a statement-level trigger each); SQLite has one trigger per table and operation.
 A later migration that rebuilds one of these tables on SQLite (``batch_alter_table``) must create
 its triggers again.
@@ -25,7 +26,8 @@ down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-TABLES = ("software_approval", "exemption", "registered_device", "account_mapping", "maintenance_record")
+TABLES = ("software_approval", "exemption", "registered_device", "account_mapping", "maintenance_record",
+          "policy_activation")
 OPERATIONS = ("INSERT", "UPDATE", "DELETE")
 FUNCTION = "counterguard_raise_decision_revision"
 BUMP = "UPDATE decision_revision SET revision = revision + 1 WHERE id = 1"

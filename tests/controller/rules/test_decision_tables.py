@@ -14,6 +14,7 @@ from controller.db import make_engine, session_scope
 from controller.ingest import IngestService
 from controller.models import Agent
 from controller.policy.model import RuleKind
+from controller.policy.store import PolicyStore
 from controller.rules.records import (
     ACCOUNT_MAPPING,
     DECISION_REVISION,
@@ -25,7 +26,8 @@ from controller.rules.records import (
     VIOLATION,
 )
 from controller.rules.service import RulesService
-from tests.controller.rules.builders import Facts, Policies, desktop_game, dpkg, local, policy, rule
+from policies import DEFAULT_POLICY
+from tests.controller.rules.builders import MINUTE, Facts, Policies, desktop_game, dpkg, local, policy, rule
 
 AGENT = "ag-decisions-01"
 WHEN = dt.datetime(2026, 11, 2, 1, tzinfo=dt.UTC)
@@ -68,7 +70,11 @@ def elsewhere(engine: Engine) -> Iterator[Engine]:
         other.dispose()
 
 
-@pytest.mark.parametrize("name", sorted(DECISION_TABLES))
+def test_the_counted_tables_are_the_decisions_and_the_policy_in_force() -> None:
+    assert set(DECISION_TABLES) == set(TABLES) | {"policy_activation"}  # that one: see the policy test below
+
+
+@pytest.mark.parametrize("name", sorted(TABLES))
 def test_every_insert_update_and_delete_on_a_decision_table_moves_the_revision(
         engine: Engine, elsewhere: Engine, agent: str, name: str) -> None:
     table = TABLES[name]
@@ -131,3 +137,27 @@ def test_a_warm_controller_reads_the_decisions_again_only_after_one_changed(
     assert len(reads) == 2, "the approval moved the revision: read once more"
     with engine.connect() as conn:
         assert [v.status for v in conn.execute(select(VIOLATION))] == ["withdrawn"]
+
+
+def test_a_policy_put_in_force_elsewhere_reaches_a_warm_controller(
+        engine: Engine, elsewhere: Engine, agent: str, clock: Any) -> None:
+    """The rules keep the active policy until the revision moves; putting one in force moves it."""
+    rules, ingest = RulesService(engine, PolicyStore(engine, clock), clock), IngestService(engine, clock)
+    facts = Facts()
+    monday = local(2026, 11, 2, 10)
+    facts.heartbeats(monday, monday)
+    facts.start(monday + 2 * MINUTE, 4242, "gnome-mines")
+
+    clock.now = monday + MINUTE
+    ingest.ingest(AGENT, [facts.stored[0].fact])
+    assert rules.catch_up(AGENT).agents == 0, "no policy in force yet: nothing to judge by"
+    before = revision(engine)
+    PolicyStore(elsewhere, clock).apply(DEFAULT_POLICY.read_text(encoding="utf-8"), "default.yaml", "主任")
+    assert revision(engine) == before + 1
+
+    clock.now = monday + 3 * MINUTE
+    ingest.ingest(AGENT, [facts.stored[1].fact])
+    rules.catch_up(AGENT)
+
+    with engine.connect() as conn:
+        assert [v.rule_id for v in conn.execute(select(VIOLATION))] == ["games-video-music"]
