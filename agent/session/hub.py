@@ -127,6 +127,7 @@ class SessionHub:
 
     def _serve(self, endpoint: Endpoint, peer: Peer) -> None:
         helper = None
+        ours = True  # whether this thread closes the connection (not when stop() took the helper to close it)
         try:
             helper = self._welcome(endpoint, peer)
             if helper is not None:
@@ -134,10 +135,12 @@ class SessionHub:
         finally:
             if helper is not None:
                 with self._lock:
-                    if helper in self._helpers:  # stop() may have let every helper go already
+                    ours = helper in self._helpers
+                    if ours:
                         self._helpers.remove(helper)
                 log.info("session helper left session=%s user=%s", helper.session, helper.user)
-            endpoint.close()
+            if ours:  # one close per connection: a second could close a descriptor opened meanwhile
+                endpoint.close()
 
     def _refuse(self, peer: Peer, reason: str) -> None:
         log.warning("session channel: refused a helper (pid %d, account %s): %s", peer.pid, peer.user or "?", reason)
