@@ -13,7 +13,7 @@ Prints figures measured in this run only:
    duty), evaluated under the default policy:
    a. pure evaluation (:func:`evaluate_agent`) of a whole month per workstation, as a re-evaluation does;
    b. the service path a controller runs: every batch the agent would send is ingested and followed by
-      ``on_ingest`` (database round trips included), on SQLite or ``--db`` (e.g. PostgreSQL), for a
+      its evaluation, ``catch_up`` (database round trips included), on SQLite or ``--db`` (e.g. PostgreSQL), for a
       sample of workstation-days; then what 1,000 workstations need, from the measured per-batch cost.
 
    The hall's decisions are recorded first (``--staff``: account mappings, approvals, registered
@@ -267,8 +267,8 @@ def record_decisions(engine: Any, staff: int) -> None:
 
 
 def service_throughput(workstations: int, days: int, database_url: str | None, staff: int = 0) -> dict[str, float]:
-    """Ingest + on_ingest of every batch of ``days`` of each workstation's month, through a real database,
-    with ``staff`` people's decisions recorded (see :func:`record_decisions`)."""
+    """Ingest + evaluation (``catch_up``) of every batch of ``days`` of each workstation's month, through a
+    real database, with ``staff`` people's decisions recorded (see :func:`record_decisions`)."""
     from sqlalchemy import event
 
     from controller.clock import utc_now
@@ -311,7 +311,7 @@ def service_throughput(workstations: int, days: int, database_url: str | None, s
             ingest.ingest(agent_id, batch)
             middle = time.perf_counter()
             phase[0] = "rules"
-            rules.on_ingest(agent_id, batch)
+            rules.catch_up(agent_id)  # what the controller's evaluation threads run after a report
             rules_seconds += time.perf_counter() - middle
             ingest_seconds += middle - started
             facts += len(batch)
@@ -360,11 +360,11 @@ def main() -> None:
     batches_per_month = batches / (args.service_workstations * args.service_days) * 22  # working days
     print(f"2b. service path ({'--db ' + args.db.split('@')[-1] if args.db else 'SQLite'}): "
           f"{args.service_workstations} workstations × {args.service_days} working days, {batches:,} batches, "
-          f"{sfacts:,} facts: ingest {service['ingest_s']:.1f} s, rules on ingest {service['rules_s']:.1f} s "
+          f"{sfacts:,} facts: ingest {service['ingest_s']:.1f} s, rules after ingest {service['rules_s']:.1f} s "
           f"({per_batch * 1000:.1f} ms per batch, {sfacts / service['rules_s']:,.0f} facts/s), "
           f"one sweep of {args.service_workstations} agents {service['sweep_s'] * 1000:.0f} ms; SQL statements "
-          f"per batch: ingest {service['ingest_statements'] / batches:.1f}, rules {service['rules_statements'] / batches:.1f}"
-          f" (decisions of {args.staff} staff recorded)")
+          f"per batch: ingest {service['ingest_statements'] / batches:.1f}, "
+          f"rules {service['rules_statements'] / batches:.1f} (decisions of {args.staff} staff recorded)")
     rate = 1000 * batches_per_month / (22 * 9 * 3600)  # most batches come in the 9 hours the machines are on
     print(f"    1,000 workstations send ≈ {1000 * batches_per_month:,.0f} batches a month (≈ {rate:.1f}/s while "
           f"they are on): evaluating on ingest takes ≈ {1000 * batches_per_month * per_batch / 3600:.1f} hours a "
