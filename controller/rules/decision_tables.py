@@ -11,7 +11,9 @@ raise with every insert, update or delete on those five tables, whoever writes: 
 controller, an administrator in ``psql``. An evaluation reads the counter in the statement that
 takes its agent lock (:data:`REVISION`) and reads the tables again only when it moved. Data read
 after the counter is at least as new as the counter says, so a stale table is never labelled with a
-newer revision; at worst a decision committed meanwhile is read twice.
+newer revision; at worst a decision committed meanwhile is read twice. Putting a policy in force
+raises the same counter, so :meth:`controller.rules.service.RulesService.catch_up` keeps the active
+policy the same way.
 """
 
 from __future__ import annotations
