@@ -62,7 +62,8 @@ class DecisionTables:
     approvals: list[Any]
     devices: list[Any]
     accounts: tuple[Account, ...]
-    exemptions: list[Any]  # not removed, by id
+    exemptions_by_agent: dict[str, list[Any]]  # not removed, by id
+    exemptions_by_window: dict[str, list[Any]]
     maintenance: dict[str, tuple[TimeSpan, ...]]
     _scoped: dict[tuple[str, str | None], tuple[tuple[Approval, ...], tuple[Device, ...]]] = field(
         default_factory=dict)
@@ -72,6 +73,13 @@ class DecisionTables:
         maintenance: dict[str, list[Any]] = defaultdict(list)
         for row in conn.execute(select(MAINTENANCE_RECORD).order_by(MAINTENANCE_RECORD.c.id)):
             maintenance[row.agent_id].append(row)
+        by_agent: dict[str, list[Any]] = defaultdict(list)
+        by_window: dict[str, list[Any]] = defaultdict(list)
+        for row in conn.execute(select(EXEMPTION).where(EXEMPTION.c.removed_at.is_(None)).order_by(EXEMPTION.c.id)):
+            if row.agent_id is not None:
+                by_agent[row.agent_id].append(row)
+            if row.window is not None:
+                by_window[row.window].append(row)
         return cls(
             revision=revision,
             approvals=list(conn.execute(select(SOFTWARE_APPROVAL).order_by(SOFTWARE_APPROVAL.c.id))),
@@ -81,8 +89,8 @@ class DecisionTables:
                         row.valid_from, row.valid_to)
                 for row in conn.execute(select(ACCOUNT_MAPPING).order_by(ACCOUNT_MAPPING.c.id))
             ),
-            exemptions=list(conn.execute(
-                select(EXEMPTION).where(EXEMPTION.c.removed_at.is_(None)).order_by(EXEMPTION.c.id))),
+            exemptions_by_agent=dict(by_agent),
+            exemptions_by_window=dict(by_window),
             maintenance={agent: _spans(rows, "note") for agent, rows in maintenance.items()},
         )
 
@@ -100,11 +108,10 @@ class DecisionTables:
                 for row in self.devices if _scope(row, window, unit) is not None
             )
             scoped = self._scoped[(window, unit)] = (approvals, devices)
-        exemptions = _spans(
-            (row for row in self.exemptions
-             if row.agent_id == agent.id or (row.window is not None and row.window == window)),
-            "reason",
-        )
+        # The agent's own and its window's, each once (one naming both is in both lists), by id.
+        mine = {row.id: row for row in (*self.exemptions_by_agent.get(agent.id, ()),
+                                        *self.exemptions_by_window.get(window, ()))}
+        exemptions = _spans((mine[key] for key in sorted(mine)), "reason")
         return RuleContext(window, unit, scoped[0], exemptions, scoped[1], self.accounts,
                            self.maintenance.get(agent.id, ()), agent.last_seen_at)
 

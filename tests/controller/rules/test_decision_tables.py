@@ -25,6 +25,8 @@ from controller.rules.records import (
     SOFTWARE_APPROVAL,
     VIOLATION,
 )
+from controller.models import AGENT as AGENTS
+from controller.rules.decision_tables import REVISION, DecisionCache
 from controller.rules.service import RulesService
 from policies import DEFAULT_POLICY
 from tests.controller.rules.builders import MINUTE, Facts, Policies, desktop_game, dpkg, local, policy, rule
@@ -161,3 +163,40 @@ def test_a_policy_put_in_force_elsewhere_reaches_a_warm_controller(
 
     with engine.connect() as conn:
         assert [v.rule_id for v in conn.execute(select(VIOLATION))] == ["games-video-music"]
+
+
+def test_each_workstation_gets_its_own_its_windows_and_its_units_decisions(engine: Engine, agent: str) -> None:
+    """What :class:`DecisionCache` hands an evaluation: the rows that apply to that workstation, nothing else."""
+    other = "ag-decisions-02"
+    with session_scope(engine) as session:
+        session.add(Agent(id=other, window="W02", enrolled_at=WHEN, cert_serial="2", cert_fingerprint="g",
+                          cert_not_after=WHEN + dt.timedelta(days=365)))
+    span = {"starts_at": WHEN, "ends_at": WHEN + dt.timedelta(hours=2), "created_at": WHEN}
+    with engine.begin() as conn:
+        for agent_id, window, reason, removed in ((AGENT, None, "own", None), (None, "W01", "window", None),
+                                                  (None, "W02", "other window", None), (other, None, "other pc", None),
+                                                  (AGENT, None, "removed", WHEN)):
+            conn.execute(insert(EXEMPTION).values(**span, agent_id=agent_id, window=window, reason=reason,
+                                                  removed_at=removed))
+        for name, unit, window in (("all", None, None), ("unit", "市场监管局", None), ("other unit", "税务局", None),
+                                   ("window", None, "W01"), ("other window", None, "W02")):
+            conn.execute(insert(SOFTWARE_APPROVAL).values(name=name, unit=unit, window=window, decision="approved",
+                                                          decided_at=WHEN))
+        for product, window in (("0001", "W01"), ("0002", "W02")):
+            conn.execute(insert(REGISTERED_DEVICE).values(vendor_id="0781", product_id=product, window=window,
+                                                          registered_at=WHEN))
+        for agent_id, note in ((AGENT, "own"), (other, "other")):
+            conn.execute(insert(MAINTENANCE_RECORD).values({**ROWS["maintenance_record"], "agent_id": agent_id,
+                                                            "note": note}))
+    cache = DecisionCache()
+    with engine.connect() as conn:
+        rows = {row.id: row for row in conn.execute(select(AGENTS, REVISION.label("decision_revision")))}
+        mine, theirs = (cache.context(conn, rows[a], rows[a].decision_revision) for a in (AGENT, other))
+
+    assert [e.reason for e in mine.exemptions] == ["own", "window"]
+    assert [(a.name, a.scope) for a in mine.approvals] == [("all", "all"), ("unit", "unit"), ("window", "window")]
+    assert [d.product_id for d in mine.devices] == ["0001"]
+    assert [m.reason for m in mine.maintenance] == ["own"]
+    assert [e.reason for e in theirs.exemptions] == ["other window", "other pc"]
+    assert [a.name for a in theirs.approvals] == ["all", "other window"]
+    assert cache.reads == 1, "both workstations from one read"
