@@ -145,19 +145,20 @@ class Transport:
         per_call = timeout or self.config.rpc_timeout_seconds
         deadline = self._monotonic() + timeout if timeout else None
         delivered = 0
+        waiting = self.outbox.depth()  # counted once a round; facts observed meanwhile are not in it
         while deadline is None or self._monotonic() < deadline:
             batch = self.outbox.head(self._batch_limit, self.config.batch_max_bytes)
             if not batch:
                 break
-            outcome = self._send_batch(batch, per_call)
+            outcome = self._send_batch(batch, per_call, behind=max(0, waiting - delivered - len(batch)))
             if outcome is None:
                 break
             delivered += outcome
         return delivered
 
-    def _send_batch(self, batch: list[facts_pb2.Fact], timeout: float) -> int | None:
-        """One Report call; how many facts it got acknowledged, or None to stop this round."""
-        behind = max(0, self.outbox.depth() - len(batch))  # what waits after this batch
+    def _send_batch(self, batch: list[facts_pb2.Fact], timeout: float, behind: int) -> int | None:
+        """One Report call (``behind``: facts waiting after this batch); how many facts it got acknowledged,
+        or None to stop this round."""
         request = agent_pb2.ReportRequest(facts=batch, agent_version=agent.__version__, outbox_depth=behind)
         try:
             response = self._stub_for_call().Report(request, timeout=timeout)
