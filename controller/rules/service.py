@@ -45,7 +45,7 @@ from controller.convert import row_to_fact
 from controller.errors import NotFound
 from controller.models import AGENT, FACT
 from controller.policy.model import Policy, RuleKind, When
-from controller.rules.base import Matcher, RuleContext, WorkingTime
+from controller.rules.base import Matcher, WorkingTime
 from controller.rules.claims import SWEEP_GROUPS, SweepClaims, sweep_group
 from controller.rules.decision_tables import REVISION, DecisionCache
 from controller.rules.evaluate import TIME_KINDS, ViolationCandidate, evaluate_agent
@@ -351,7 +351,7 @@ class RulesService:
             return EvaluationResult()
         evaluated_kinds = {r.kind for r in rules}
         with self._agent_transaction(agent_id) as (conn, agent):
-            context = self._context(conn, agent)
+            context = self._decisions.context(conn, agent, agent.decision_revision)
             data = self._loader.load(conn, agent_id, load_from, end, evaluated_kinds)
             start = candidate_start or dt.datetime.min.replace(tzinfo=dt.UTC)
             candidates = evaluate_agent(policy, loaded.calendar, loaded.matcher, agent_id, data.facts, context,
@@ -379,10 +379,6 @@ class RulesService:
             if agent is None:
                 raise NotFound(f"no agent {agent_id!r}")
             yield conn, agent
-
-    def _context(self, conn: Connection, agent: Any) -> RuleContext:
-        """The decisions that apply to this agent, as plain data (read again only after one changed)."""
-        return self._decisions.context(conn, agent, agent.decision_revision)
 
     # ------------------------------------------------------------------ storing violations
 
