@@ -85,6 +85,8 @@ class EvaluationQueue:
         self._running: set[str] = set()
         self._asked: dict[str, int] = {}  # agent → number of the latest request
         self._done: dict[str, int] = {}  # agent → number of the latest request its evaluations covered
+        self._evaluations = 0  # evaluations that succeeded in this process
+        self._succeeded: dict[str, int] = {}  # agent → value of ``_evaluations`` after its latest success
         self._notices: dict[str, deque[RecordedViolation]] = {}
         self._stopping = False
         self._threads: list[threading.Thread] = []
@@ -180,24 +182,35 @@ class EvaluationQueue:
         while (item := self._next()) is not None:
             agent_id, queued, ticket = item
             new: tuple[RecordedViolation, ...] = ()
+            succeeded = False
             try:
                 new = tuple(count_new_violations(self._rules.catch_up(agent_id)).new)
+                succeeded = True
             except Exception:  # noqa: BLE001 - the facts stay unevaluated; the scan takes the agent up again
                 log.exception("evaluating the rules for agent %s failed; retrying later", agent_id)
             EVALUATION_LAG.observe(time.monotonic() - queued)
             with self._lock:
                 self._running.discard(agent_id)
+                if succeeded:
+                    self._evaluations += 1
+                    self._succeeded[agent_id] = self._evaluations
                 self._done[agent_id] = max(self._done.get(agent_id, 0), ticket)
                 if new:
                     self._notices.setdefault(agent_id, deque(maxlen=MAX_HELD_NOTICES)).extend(new)
                 self._lock.notify_all()
 
     def _scan_left_behind(self) -> None:
-        """Queue the agents whose facts were left unevaluated (see the module docstring)."""
+        """Queue the agents whose facts were left unevaluated (see the module docstring).
+
+        The database is read without the lock, so an evaluation may finish meanwhile: an agent being
+        evaluated now, or evaluated successfully since the read began, is left out (its evaluation read
+        at least what the scan saw); one whose evaluation failed is queued again.
+        """
         while True:
             with self._lock:
                 if self._stopping or self._lock.wait_for(lambda: self._stopping, self._scan):
                     return
+                before = self._evaluations
             try:
                 settled = self._clock() - dt.timedelta(seconds=self._settle)
                 left = self._rules.backlog(settled_before=settled)
@@ -208,4 +221,5 @@ class EvaluationQueue:
                 log.info("%d agents have facts left unevaluated; evaluating them now", len(left))
                 with self._lock:
                     for agent_id in left:
-                        self._request(agent_id)
+                        if agent_id not in self._running and self._succeeded.get(agent_id, -1) <= before:
+                            self._request(agent_id)

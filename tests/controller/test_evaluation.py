@@ -216,6 +216,57 @@ def test_facts_left_unevaluated_are_taken_up_by_the_scan(
     assert len(games(engine, GAMER)) == 1
 
 
+class FinishingDuringTheScan(Gate):
+    """Holds the agent's evaluation until a scan has read the backlog, then lets it finish before the scan queues."""
+
+    def __init__(self, rules: RulesService, agent: str) -> None:
+        super().__init__(rules, agent)
+        self.finished = threading.Event()
+        self.scans = 0
+
+    def catch_up(self, agent_id: str) -> Any:
+        try:
+            return super().catch_up(agent_id)
+        finally:
+            self.finished.set()
+
+    def backlog(self, settled_before: Any = None) -> list[str]:
+        self.scans += 1
+        left = super().backlog(settled_before)
+        if left and not self.opened.is_set():
+            assert self.entered.wait(30)
+            self.release()
+            assert self.finished.wait(30)
+        return left
+
+
+def test_an_agent_evaluated_while_the_scan_reads_is_not_queued_again(
+        engine: Engine, clock: Any, rules: RulesService, ingest: IngestService) -> None:
+    """The scan saw facts that an evaluation running meanwhile has judged: no second evaluation for nothing."""
+    facts = Facts()
+    clock.now = NOON
+    sent = game_started(facts, NOON)
+    ingest.ingest(GAMER, sent)
+    clock.now = NOON + dt.timedelta(minutes=2)  # settled: the scan takes it up
+    gate = FinishingDuringTheScan(rules, GAMER)
+    queue = EvaluationQueue(gate, threads=1, wait_seconds=0, scan_seconds=0.05, settle_seconds=60)
+    queue.start()
+    try:
+        queue.on_ingest(GAMER, sent)
+        assert gate.entered.wait(30)
+        deadline = time.monotonic() + 30
+        while gate.scans < 4:  # the scan that raced, and more after it
+            assert time.monotonic() < deadline, "the scan stopped"
+            time.sleep(0.05)
+        assert queue.idle(30)
+    finally:
+        gate.release()
+        queue.stop()
+
+    assert gate.calls[GAMER] == 1
+    assert marks(engine, GAMER) == (2, 2) and len(games(engine, GAMER)) == 1
+
+
 def test_an_agent_in_flight_is_not_taken_up_by_the_scan(
         engine: Engine, clock: Any, rules: RulesService, ingest: IngestService) -> None:
     """Another replica may be evaluating an agent that has just reported: the scan leaves it alone."""
