@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import case, insert, or_, select, update
+from sqlalchemy import case, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from controller.clock import Clock, utc_now
@@ -49,7 +49,7 @@ from controller.rules.base import Matcher, WorkingTime
 from controller.rules.claims import SWEEP_GROUPS, SweepClaims, sweep_group
 from controller.rules.decision_tables import REVISION, DecisionCache
 from controller.rules.evaluate import TIME_KINDS, ViolationCandidate, evaluate_agent
-from controller.rules.loading import FactLoader, Loaded, affected_kinds, kinds_to_evaluate
+from controller.rules.loading import KIND_FACTS, FactLoader, Loaded, affected_kinds, kinds_to_evaluate
 from controller.rules.records import VIOLATION
 from protos.counterguard.v1 import facts_pb2
 
@@ -150,19 +150,27 @@ class RulesService:
         are marked only once their violations are stored; an evaluation that fails leaves them for the
         next attempt. Nothing to evaluate (or an unknown agent) is an empty result.
         """
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                select(AGENT.c.evaluated_sequence, AGENT.c.last_sequence, REVISION.label("revision"))
-                .where(AGENT.c.id == agent_id)
-            ).one_or_none()
-            if row is None or row.last_sequence <= row.evaluated_sequence:
-                return EvaluationResult()
-            facts = _facts_to_judge(conn, agent_id, row.evaluated_sequence, row.last_sequence)
-            now = self._clock()  # after the facts were read: each was received by now
-            since, in_use = self._contact_and_use(conn, agent_id, row.evaluated_sequence + 1, now)
-        loaded = self._active_at(row.revision)  # with the connection given back: it may take one of its own
-        kinds = self._kinds_for_report(loaded, facts, now, since, in_use) if facts else set()
-        return self._judge(agent_id, facts, loaded, since, kinds, now, int(row.last_sequence))
+        loaded: Any = _UNKNOWN
+        while True:
+            with self._agent_transaction(agent_id, _CATCH_UP, missing_ok=True) as (conn, agent):
+                if agent is None or agent.last_sequence <= agent.evaluated_sequence:
+                    return EvaluationResult()
+                kept = self._policy_at
+                if loaded is _UNKNOWN and kept is not None and kept[0] == agent.decision_revision:
+                    loaded = kept[1]
+                if loaded is not _UNKNOWN:
+                    facts = _facts_to_judge(conn, agent_id, agent.evaluated_sequence, agent.last_sequence)
+                    now = self._clock()  # after the facts were read: each was received by now
+                    since = min(agent.previous_contact or now, now)
+                    in_use = bool(agent.program_running) or (
+                        agent.program_ended is not None and agent.program_ended >= since - self.lookback)
+                    kinds = self._kinds_for_report(loaded, facts, now, since, in_use) if facts else set()
+                    return self._judge(agent_id, facts, loaded, since, kinds, now, int(agent.last_sequence),
+                                       within=(conn, agent))
+                revision = agent.decision_revision
+            # The policy in force changed: read it with the connection given back (the store takes one of
+            # its own), then start again; a revision that moves once more is seen by the next evaluation.
+            loaded = self._active_at(revision)
 
     def _judge_new(self, agent_id: str, facts: Sequence[facts_pb2.Fact], first: int,
                    through: int | None) -> EvaluationResult:
@@ -205,17 +213,22 @@ class RulesService:
         return since, in_use
 
     def _judge(self, agent_id: str, facts: Sequence[facts_pb2.Fact], loaded: Any, since: dt.datetime,
-               kinds: set[RuleKind], now: dt.datetime, through: int | None) -> EvaluationResult:
-        """Evaluate ``kinds`` from ``since`` on (nothing when the facts change no rule); mark ``through``."""
+               kinds: set[RuleKind], now: dt.datetime, through: int | None,
+               within: tuple[Connection, Any] | None = None) -> EvaluationResult:
+        """Evaluate ``kinds`` from ``since`` on (nothing when the facts change no rule); mark ``through``.
+
+        ``within``: the transaction holding the agent's lock and its row, to evaluate in (else one of its own).
+        """
         if kinds <= _OUTSIDE_HOURS and loaded is not None and _heartbeats_within_working_time(
                 loaded.calendar, facts, since, now):
             kinds = set()  # after a gap, or with late facts, agent_silent is among the kinds: judged as usual
         if not kinds or loaded is None:
             if through is not None:
-                self._mark_evaluated(agent_id, through)
+                self._mark_evaluated(agent_id, through, within[0] if within else None)
             return EvaluationResult()
         return self._evaluate(agent_id, since - self.lookback, now, None, kinds,
-                              "no longer found when newer facts arrived", loaded=loaded, through=through)
+                              "no longer found when newer facts arrived", loaded=loaded, through=through,
+                              within=within)
 
     def _mark_evaluated(self, agent_id: str, through: int, conn: Connection | None = None) -> None:
         """Record that the agent's facts up to ``through`` are evaluated (the mark never moves back)."""
@@ -339,7 +352,9 @@ class RulesService:
         *,
         loaded: Any = None,
         through: int | None = None,
+        within: tuple[Connection, Any] | None = None,
     ) -> EvaluationResult:
+        """Evaluate and store, in ``within`` (the agent's locked transaction and row) or a transaction of its own."""
         loaded = loaded or self._policies.active()
         if loaded is None:
             return EvaluationResult()
@@ -347,36 +362,49 @@ class RulesService:
         rules = [r for r in policy.rules if r.enabled and (kinds is None or r.kind in kinds)]
         if not rules and kinds is not None:
             if through is not None:
-                self._mark_evaluated(agent_id, through)
+                self._mark_evaluated(agent_id, through, within[0] if within else None)
             return EvaluationResult()
-        evaluated_kinds = {r.kind for r in rules}
+        if within is not None:
+            return self._evaluate_in(*within, load_from, end, candidate_start, rules, kinds is None, reason,
+                                     loaded, through)
         with self._agent_transaction(agent_id) as (conn, agent):
-            context = self._decisions.context(conn, agent, agent.decision_revision)
-            data = self._loader.load(conn, agent_id, load_from, end, evaluated_kinds)
-            start = candidate_start or dt.datetime.min.replace(tzinfo=dt.UTC)
-            candidates = evaluate_agent(policy, loaded.calendar, loaded.matcher, agent_id, data.facts, context,
-                                        start, end, kinds=evaluated_kinds)
-            new, updated = self._upsert(conn, candidates, loaded)
-            owned_from = data.owned_from
-            if candidate_start is not None:  # candidates start there: nothing older is this evaluation's to withdraw
-                owned_from = candidate_start if owned_from is None else max(owned_from, candidate_start)
-            withdrawn = self._withdraw(conn, agent_id, policy, rules, kinds is None, data, owned_from, end,
-                                       {c.key for c in candidates}, reason)
-            if through is not None:
-                self._mark_evaluated(agent_id, through, conn)
+            return self._evaluate_in(conn, agent, load_from, end, candidate_start, rules, kinds is None, reason,
+                                     loaded, through)
+
+    def _evaluate_in(self, conn: Connection, agent: Any, load_from: dt.datetime, end: dt.datetime,
+                     candidate_start: dt.datetime | None, rules: list[Any], all_kinds: bool, reason: str,
+                     loaded: Any, through: int | None) -> EvaluationResult:
+        agent_id, policy = agent.id, loaded.policy
+        evaluated_kinds = {r.kind for r in rules}
+        context = self._decisions.context(conn, agent, agent.decision_revision)
+        data = self._loader.load(conn, agent_id, load_from, end, evaluated_kinds)
+        start = candidate_start or dt.datetime.min.replace(tzinfo=dt.UTC)
+        candidates = evaluate_agent(policy, loaded.calendar, loaded.matcher, agent_id, data.facts, context,
+                                    start, end, kinds=evaluated_kinds)
+        new, updated = self._upsert(conn, candidates, loaded)
+        owned_from = data.owned_from
+        if candidate_start is not None:  # candidates start there: nothing older is this evaluation's to withdraw
+            owned_from = candidate_start if owned_from is None else max(owned_from, candidate_start)
+        withdrawn = self._withdraw(conn, agent_id, policy, rules, all_kinds, data, owned_from, end,
+                                   {c.key for c in candidates}, reason)
+        if through is not None:
+            self._mark_evaluated(agent_id, through, conn)
         return EvaluationResult(len(new), updated, withdrawn, 1, new)
 
     @contextmanager
-    def _agent_transaction(self, agent_id: str) -> Iterator[tuple[Connection, Any]]:
-        """A transaction holding the agent's evaluation lock (see the module docstring)."""
+    def _agent_transaction(self, agent_id: str, extra: Sequence[Any] = (),
+                           missing_ok: bool = False) -> Iterator[tuple[Connection, Any]]:
+        """A transaction holding the agent's evaluation lock (see the module docstring), and the agent's row
+        with the decision revision and the ``extra`` columns read with it; the row is None for an unknown
+        agent with ``missing_ok`` (else :class:`NotFound`)."""
         with self._engine.begin() as conn:
             if conn.dialect.name == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-            query = select(AGENT, REVISION.label("decision_revision")).where(AGENT.c.id == agent_id)
+            query = select(AGENT, REVISION.label("decision_revision"), *extra).where(AGENT.c.id == agent_id)
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update(of=AGENT, key_share=True)
             agent = conn.execute(query).one_or_none()
-            if agent is None:
+            if agent is None and not missing_ok:
                 raise NotFound(f"no agent {agent_id!r}")
             yield conn, agent
 
@@ -524,22 +552,44 @@ def _changes(row: Any, values: dict[str, Any]) -> dict[str, Any]:
 
 # What a heartbeat can change (see :func:`kinds_to_evaluate`): rules about time outside working hours.
 _OUTSIDE_HOURS = frozenset({RuleKind.POWERED_ON_AFTER_HOURS, RuleKind.ACTIVITY_OUTSIDE_HOURS})
+_READ_OUTSIDE_HOURS = frozenset().union(*(KIND_FACTS[kind] or () for kind in _OUTSIDE_HOURS))
 
 
 def _heartbeats_within_working_time(calendar: WorkingTime, facts: Sequence[facts_pb2.Fact], since: dt.datetime,
                                     now: dt.datetime) -> bool:
-    """Whether ``facts`` are heartbeats only, and the time from the previous contact to the last of them (as
-    observed and as received) is one stretch of working time: then they change nothing. A heartbeat only
-    extends the machine's time on and its user's activity, which count against rules outside working time
-    (powered_on_after_hours, activity_outside_hours) and never inside it. This is most reports of the day."""
+    """Whether, of what the rules outside working time read (power and activity), ``facts`` hold heartbeats only,
+    and the time from the previous contact to the last of them (as observed and as received) is one stretch of
+    working time: then they change nothing. A heartbeat only extends the machine's time on and its user's
+    activity, which count against rules outside working time (powered_on_after_hours,
+    activity_outside_hours) and never inside it. The other facts of such a report (office programs starting
+    and stopping, a window in front) are not read by those rules. This is most reports of the day.
+
+    An activity report is judged: its idle time can place the user's last input outside working time.
+    """
     times = [since, now]
     for fact in facts:
-        if fact.WhichOneof("kind") != "power" or fact.power.kind != facts_pb2.PowerEvent.KIND_HEARTBEAT:
+        kind = fact.WhichOneof("kind")
+        heartbeat = kind == "power" and fact.power.kind == facts_pb2.PowerEvent.KIND_HEARTBEAT
+        if kind in _READ_OUTSIDE_HOURS and not heartbeat:
             return False
         times.append(fact.observed_at.ToDatetime(dt.UTC))
     first, last = min(times), max(times)
     spans = calendar.working_intervals(first, last)
     return len(spans) == 1 and spans[0][0] <= first and spans[0][1] >= last
+
+
+# Read with the agent's row by :meth:`RulesService.catch_up`, in the statement that locks it: the receive time
+# of its last evaluated fact (its previous contact before the facts to judge), and whether a forbidden program
+# of it is still running or when the last one ended (was one in use then).
+_FORBIDDEN_PROGRAM = (VIOLATION.c.agent_id == AGENT.c.id) & (VIOLATION.c.kind == RuleKind.FORBIDDEN_PROGRAM.value)
+_CATCH_UP = (
+    select(FACT.c.received_at).where(FACT.c.agent_id == AGENT.c.id, FACT.c.sequence <= AGENT.c.evaluated_sequence)
+    .order_by(FACT.c.sequence.desc()).limit(1).scalar_subquery().label("previous_contact"),
+    exists().where(_FORBIDDEN_PROGRAM, VIOLATION.c.period_end.is_(None)).label("program_running"),
+    select(func.max(VIOLATION.c.period_end)).where(_FORBIDDEN_PROGRAM).scalar_subquery().label("program_ended"),
+)
+# No policy looked up yet (None is "no policy in force").
+_UNKNOWN = object()
 
 
 # Facts whose content decides which rule kinds a report can change (see :func:`kinds_to_evaluate`); of the

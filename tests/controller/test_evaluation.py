@@ -277,3 +277,40 @@ def test_an_agent_in_flight_is_not_taken_up_by_the_scan(
     assert rules.backlog(settled_before=NOON - dt.timedelta(seconds=30)) == []
     assert rules.backlog(settled_before=NOON + dt.timedelta(seconds=30)) == [GAMER]
     assert rules.backlog() == [GAMER]
+
+
+def test_a_program_still_in_use_is_judged_again_with_reports_that_name_no_program(
+        engine: Engine, clock: Any, rules: RulesService, ingest: IngestService) -> None:
+    """While a game runs its violation grows with every report, even one of office programs only; once the game
+    stopped longer than the lookback before the previous contact, such a report judges no programs."""
+    rules = RulesService(engine, Policies(RULES), clock, lookback=2 * MINUTE)
+    facts = Facts()
+
+    def office_report(minutes: int) -> Any:  # no heartbeat: the start of an office program alone
+        at = NOON + minutes * MINUTE
+        clock.now, first = at, len(facts.stored)
+        facts.start(at, 5000 + minutes, "soffice.bin")
+        ingest.ingest(GAMER, [f.fact for f in facts.stored[first:]])
+        return rules.catch_up(GAMER)
+
+    clock.now = NOON
+    ingest.ingest(GAMER, game_started(facts, NOON))
+    rules.catch_up(GAMER)
+    [started] = games(engine, GAMER)
+
+    assert office_report(3).updated == 1  # the game still runs: its violation grows
+    [grown] = games(engine, GAMER)
+    assert grown.period_end > started.period_end
+
+    clock.now = NOON + 6 * MINUTE
+    first = len(facts.stored)
+    facts.stop(NOON + 6 * MINUTE, 4242, "gnome-mines", NOON)
+    ingest.ingest(GAMER, [f.fact for f in facts.stored[first:]])
+    rules.catch_up(GAMER)
+    [stopped] = games(engine, GAMER)
+
+    assert office_report(9).agents == 1  # it ended 3 minutes ago, less than a lookback before the contact at 6
+    assert office_report(12).agents == 0  # it ended before the contact at 9 less the lookback: nothing judged
+    assert games(engine, GAMER) == [stopped]
+    evaluated, last = marks(engine, GAMER)
+    assert evaluated == last

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -428,6 +428,39 @@ def test_heartbeats_within_working_time_are_not_evaluated_but_marked(engine: Eng
     assert report(local(2026, 11, 2, 9, 41)).agents == 0
     assert report(local(2026, 11, 2, 12, 5)).agents == 1  # lunch break since the last contact: judged
     assert report(local(2026, 11, 2, 17, 10)).agents == 1  # after work: judged
+    with engine.connect() as conn:
+        marked = conn.execute(select(Agent.evaluated_sequence, Agent.last_sequence)).one()
+    assert marked[0] == marked[1] == len(facts.stored)
+
+
+def test_office_programs_with_the_heartbeat_within_working_time_are_not_evaluated(
+        engine: Engine, rules: RulesService, clock: Any) -> None:
+    """A report of ordinary programs starting and stopping and a window in front tells the rules outside working
+    time nothing; an activity report or a boot in it does (an idle time can reach back before work)."""
+    facts = Facts()
+    ingest = IngestService(engine, clock)
+
+    def report(at: dt.datetime, *more: Callable[[dt.datetime], Any]) -> Any:
+        first = len(facts.stored)
+        facts.heartbeats(at, at)
+        for add in more:
+            add(at)
+        clock.now = at + dt.timedelta(seconds=2)
+        ingest.ingest(AGENT, [f.fact for f in facts.stored[first:]])
+        return rules.catch_up(AGENT)
+
+    def office(at: dt.datetime) -> None:
+        facts.start(at, 700 + at.minute, "soffice.bin")
+        facts.stop(at, 600 + at.minute, "evince", at - 5 * MINUTE)
+        facts.foreground(at, "office", "soffice*", "/usr/bin/soffice.bin", 700 + at.minute)
+
+    assert report(local(2026, 11, 2, 9, 30)).agents == 0  # a heartbeat alone
+    assert report(local(2026, 11, 2, 9, 31), office).agents == 0
+    assert report(local(2026, 11, 2, 9, 32), office, lambda at: facts.idle(at, idle_seconds=3 * 3600)).agents == 1
+    assert report(local(2026, 11, 2, 9, 33), office, lambda at: facts.active(at)).agents == 1
+    assert report(local(2026, 11, 2, 9, 34), office, lambda at: facts.boot(at)).agents == 1
+    assert report(local(2026, 11, 2, 9, 35), office).agents == 0
+    assert report(local(2026, 11, 2, 17, 10), office).agents == 1  # after work: judged
     with engine.connect() as conn:
         marked = conn.execute(select(Agent.evaluated_sequence, Agent.last_sequence)).one()
     assert marked[0] == marked[1] == len(facts.stored)
