@@ -192,6 +192,8 @@ def _call_enroll(controller: str, ca: bytes, ca_source: Path, request: agent_pb2
             code, details = exc.code(), exc.details() or ""
             if code in _REFUSED:
                 raise EnrollError(f"the controller refused the enrolment: {details}") from None
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # too many failed enrolments from this address
+                raise EnrollError(f"the controller refuses enrolments from here for now: {details}") from None
             if "CERTIFICATE_VERIFY_FAILED" in details:
                 raise EnrollError(f"the controller at {controller} presented a certificate that {ca_source} "
                                   "does not vouch for (wrong --ca-cert?)") from None

@@ -61,6 +61,12 @@ class Settings:
     agent_report_burst: int = 20
     agent_facts_per_second: float = 1000.0
     agent_fact_burst: int = 5000
+    # FetchPolicy per agent (an agent asks at start and every few minutes), and failed enrolments per
+    # address (a wrong or used-up token, a bad request; successful ones are not counted).
+    agent_policy_fetches_per_minute: float = 30.0
+    agent_policy_fetch_burst: int = 10
+    enroll_failures_per_minute: float = 10.0
+    enroll_failure_burst: int = 20
     # Prometheus metrics on http://<metrics_host>:<metrics_port>/metrics; port 0 serves none.
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"

@@ -1,10 +1,19 @@
-"""Per-agent rate limits on Report, enforced before the request is parsed or anything is stored.
+"""Rate limits on every AgentService call, enforced before the request is parsed or anything is stored.
 
 Each agent, named by the common name of its client certificate (verified against our CA by the TLS
-handshake), has two token buckets: Report calls and facts. A call that finds either bucket short is
+handshake), has two token buckets for Report: calls and facts. A call that finds either bucket short is
 refused with ``RESOURCE_EXHAUSTED``, a sentence saying which limit, and the trailing metadata
 ``retry-after-ms``: how long until the bucket holds enough again. The agent waits that long and
 sends the same facts again, so nothing is lost and one broken workstation cannot starve the hall.
+FetchPolicy has a bucket of its own per agent (an agent asks at start and now and then; a loop asking
+without pause is refused the same way and keeps the policy it has).
+
+Enroll comes before any certificate, from an address: each address has a bucket of **failed**
+enrolments (a wrong, used-up or expired token, a bad request). While it is empty, Enroll from that
+address is refused with ``RESOURCE_EXHAUSTED`` before the token is looked at, which stops guessing
+tokens and floods of bad requests; successful enrolments take nothing, so a hall behind one NAT
+address can still enrol all its PCs at once. Failures that are the controller's (its database
+down) take nothing either.
 
 :class:`RateLimitInterceptor` does this as a gRPC server interceptor, in this order: identity (a
 Report without a client certificate is refused here, unparsed), the call bucket, then parsing the
@@ -23,6 +32,7 @@ import logging
 import math
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +48,8 @@ log = logging.getLogger(__name__)
 
 METHOD_PREFIX = f"/{SERVICE_NAME}/"
 REPORT_METHOD = f"{METHOD_PREFIX}Report"
+FETCH_POLICY_METHOD = f"{METHOD_PREFIX}FetchPolicy"
+ENROLL_METHOD = f"{METHOD_PREFIX}Enroll"
 RETRY_AFTER_KEY = "retry-after-ms"
 
 
@@ -48,22 +60,35 @@ def undecodable(method: str) -> str:
 
 NOT_A_REPORT = undecodable("Report")
 _WARN_EVERY_SECONDS = 60.0
+# Enroll refusals that are the caller's doing (the ones a failure bucket counts); UNAVAILABLE, INTERNAL and
+# the like are the controller's.
+_CALLER_FAULTS = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.OUT_OF_RANGE,
+})
 
 
 @dataclass(frozen=True)
 class RateLimits:
-    """The per-agent limits; a rate of 0 turns that limit off."""
+    """The limits (see the module docstring); a rate of 0 turns that limit off."""
 
     reports_per_second: float
     report_burst: int
     facts_per_second: float
     fact_burst: int
+    policy_fetches_per_minute: float = Settings.agent_policy_fetches_per_minute
+    policy_fetch_burst: int = Settings.agent_policy_fetch_burst
+    enroll_failures_per_minute: float = Settings.enroll_failures_per_minute
+    enroll_failure_burst: int = Settings.enroll_failure_burst
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
         """The limits the settings give; :class:`InvalidInput` names a burst below 1 for a limit that is on."""
         for rate, burst in (("agent_reports_per_second", "agent_report_burst"),
-                            ("agent_facts_per_second", "agent_fact_burst")):
+                            ("agent_facts_per_second", "agent_fact_burst"),
+                            ("agent_policy_fetches_per_minute", "agent_policy_fetch_burst"),
+                            ("enroll_failures_per_minute", "enroll_failure_burst")):
             if getattr(settings, rate) > 0 and getattr(settings, burst) < 1:
                 raise InvalidInput(f"setting {burst} must be at least 1 while {rate} is above 0, "
                                    f"not {getattr(settings, burst)}")
@@ -72,6 +97,10 @@ class RateLimits:
             settings.agent_report_burst,
             settings.agent_facts_per_second,
             settings.agent_fact_burst,
+            settings.agent_policy_fetches_per_minute,
+            settings.agent_policy_fetch_burst,
+            settings.enroll_failures_per_minute,
+            settings.enroll_failure_burst,
         )
 
 
@@ -96,11 +125,20 @@ class TokenBuckets:
     def take(self, key: str, cost: int = 1) -> float:
         """Take ``cost`` tokens (at most a full bucket) from ``key``'s bucket and return 0, or take
         nothing and return the seconds until the bucket will hold them."""
+        return self._take(key, cost, take=True)
+
+    def wait(self, key: str, cost: int = 1) -> float:
+        """The seconds until ``key``'s bucket holds ``cost`` tokens (0: it does now); takes nothing."""
+        return self._take(key, cost, take=False)
+
+    def _take(self, key: str, cost: int, take: bool) -> float:
         cost = min(cost, self.burst)
         with self._lock:
             now = self._monotonic()
             tokens, then = self._buckets.get(key, (self.burst, now))
             tokens = min(self.burst, tokens + (now - then) * self.rate)
+            if not take:
+                return max(0.0, (cost - tokens) / self.rate)
             if tokens < cost:
                 self._buckets[key] = (tokens, now)
                 return (cost - tokens) / self.rate
@@ -118,19 +156,20 @@ class TokenBuckets:
             del self._buckets[key]
 
 
+def _buckets(rate: float, burst: int, monotonic: Callable[[], float]) -> TokenBuckets | None:
+    return TokenBuckets(rate, burst, monotonic) if rate > 0 else None
+
+
 class RateLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Guards ``Report`` with the per-agent buckets; other methods pass untouched."""
+    """Guards the AgentService methods with their buckets (see the module docstring)."""
 
     def __init__(self, limits: RateLimits, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._monotonic = monotonic
-        self._reports = (
-            TokenBuckets(limits.reports_per_second, limits.report_burst, monotonic)
-            if limits.reports_per_second > 0
-            else None
-        )
-        self._facts = (
-            TokenBuckets(limits.facts_per_second, limits.fact_burst, monotonic) if limits.facts_per_second > 0 else None
-        )
+        self._reports = _buckets(limits.reports_per_second, limits.report_burst, monotonic)
+        self._facts = _buckets(limits.facts_per_second, limits.fact_burst, monotonic)
+        self._fetches = _buckets(limits.policy_fetches_per_minute / 60, limits.policy_fetch_burst, monotonic)
+        self._enroll_failures = _buckets(limits.enroll_failures_per_minute / 60, limits.enroll_failure_burst,
+                                         monotonic)
         self._warned: dict[str, float] = {}
 
     def intercept_service(
@@ -148,10 +187,38 @@ class RateLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         def guarded(raw: bytes, context: grpc.ServicerContext) -> Any:
             return self._report(behavior, parse, raw, context)
 
+        def fetching(raw: bytes, context: grpc.ServicerContext) -> Any:
+            agent = _certificate_name(context)
+            if agent and self._fetches is not None:  # without a certificate the servicer refuses it
+                self._check(context, agent, self._fetches, 1, "policy fetches", per="minute")
+            return parsed(raw, context)
+
+        def enrolling(raw: bytes, context: grpc.ServicerContext) -> Any:
+            return self._enroll(parsed, raw, context)
+
+        chosen = {REPORT_METHOD: guarded, FETCH_POLICY_METHOD: fetching, ENROLL_METHOD: enrolling}
         # No deserializer: the request arrives as bytes and is parsed here (a Report once it is allowed).
         return grpc.unary_unary_rpc_method_handler(
-            guarded if details.method == REPORT_METHOD else parsed, response_serializer=handler.response_serializer
+            chosen.get(details.method, parsed), response_serializer=handler.response_serializer
         )
+
+    def _enroll(self, call: Callable[[bytes, grpc.ServicerContext], Any], raw: bytes,
+                context: grpc.ServicerContext) -> Any:
+        buckets = self._enroll_failures
+        if buckets is None:
+            return call(raw, context)
+        address = peer_address(context.peer())
+        wait = buckets.wait(address)
+        if wait:
+            self._refuse(context, address, wait,
+                         f"address {address} is over its limit of {buckets.rate * 60:g} failed enrolments per minute "
+                         f"(burst {buckets.burst})", "Enroll")
+        try:
+            return call(raw, context)
+        except BaseException:
+            if context.code() in _CALLER_FAULTS:
+                buckets.take(address)
+            raise
 
     def _report(
         self, behavior: Callable[[Any, grpc.ServicerContext], Any], parse: Callable[[bytes], Any], raw: bytes,
@@ -167,30 +234,34 @@ class RateLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             self._check(context, agent, self._facts, len(request.facts), "facts")
         return behavior(request, context)
 
-    def _check(self, context: grpc.ServicerContext, agent: str, buckets: TokenBuckets, cost: int, what: str) -> None:
+    def _check(self, context: grpc.ServicerContext, agent: str, buckets: TokenBuckets, cost: int, what: str,
+               per: str = "second") -> None:
         wait = buckets.take(agent, cost)
         if not wait:
             return
+        rate = buckets.rate * (60 if per == "minute" else 1)
+        method = "FetchPolicy" if what == "policy fetches" else "Report"
+        self._refuse(context, agent, wait, f"agent {agent} is over its limit of {rate:g} {what} per {per} "
+                                           f"(burst {buckets.burst})", method)
+
+    def _refuse(self, context: grpc.ServicerContext, who: str, wait: float, limit: str, method: str) -> None:
+        """Abort with ``RESOURCE_EXHAUSTED``, the ``limit`` broken and the wait, in words and in ``retry-after-ms``."""
         milliseconds = max(1, math.ceil(wait * 1000))
-        message = (
-            f"agent {agent} is over its limit of {buckets.rate:g} {what} per second (burst {buckets.burst}); "
-            f"retry in {milliseconds} ms"
-        )
-        self._log(agent, message)
+        message = f"{limit}; retry in {milliseconds} ms"
+        self._log(f"{method} {who}", f"{method} refused: {message}")
         context.set_trailing_metadata(((RETRY_AFTER_KEY, str(milliseconds)),))
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 
-    def _log(self, agent: str, message: str) -> None:
-        """A warning the first time an agent is refused in a while, debug lines while it keeps going."""
+    def _log(self, key: str, message: str) -> None:
+        """A warning the first time a caller is refused in a while, debug lines while it keeps going."""
         now = self._monotonic()
-        if now - self._warned.get(agent, -math.inf) < _WARN_EVERY_SECONDS:
-            log.debug("Report refused: %s", message)
+        if now - self._warned.get(key, -math.inf) < _WARN_EVERY_SECONDS:
+            log.debug("%s", message)
             return
         if len(self._warned) > 10_000:
             self._warned.clear()
-        self._warned[agent] = now
-        log.warning("Report refused: %s (further refusals of this agent for %.0f s are logged at debug level)",
-                    message, _WARN_EVERY_SECONDS)
+        self._warned[key] = now
+        log.warning("%s (further refusals for %.0f s are logged at debug level)", message, _WARN_EVERY_SECONDS)
 
 
 def _parse(parse: Callable[[bytes], Any], raw: bytes, context: grpc.ServicerContext, reason: str) -> Any:
@@ -199,6 +270,13 @@ def _parse(parse: Callable[[bytes], Any], raw: bytes, context: grpc.ServicerCont
         return parse(raw)
     except DecodeError:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
+
+
+def peer_address(peer: str) -> str:
+    """The address part of a gRPC peer (``ipv4:10.1.2.3:50000`` → ``10.1.2.3``, ``ipv6:[::1]:50000`` → ``::1``)."""
+    _, _, rest = peer.partition(":")
+    host = urllib.parse.unquote(rest.rpartition(":")[0] or rest)
+    return host.removeprefix("[").removesuffix("]") or peer
 
 
 def _certificate_name(context: grpc.ServicerContext) -> str:

@@ -14,20 +14,25 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from agent.config import AgentConfig
 from agent.enroll import enroll as agent_enroll
+from agent.errors import EnrollError
 from agent.outbox import Outbox
 from agent.transport import Transport
 from controller.config import Settings
 from controller.convert import datetime_to_timestamp
+from controller.db import session_scope
 from controller.errors import InvalidInput
 from controller.ingest import IngestLimits, IngestService, validate_batch
-from controller.limits import NOT_A_REPORT, RETRY_AFTER_KEY, RateLimits, TokenBuckets
+from controller.limits import NOT_A_REPORT, RETRY_AFTER_KEY, RateLimits, TokenBuckets, peer_address
+from controller.models import Agent
 from controller.pki import ServerPKI
 from controller.server import RunningServer, build_server
-from protos.counterguard.v1 import agent_pb2, facts_pb2
+from controller.tokens import TokenService
+from protos.counterguard.v1 import agent_pb2, agent_pb2_grpc, facts_pb2
 from tests.controller.test_grpc_server import (  # noqa: F401 - fixtures
     TIMEOUT,
     Enrolled,
@@ -104,12 +109,36 @@ def test_a_bucket_needs_a_positive_rate_and_burst() -> None:
 
 def test_the_limits_come_from_the_settings() -> None:
     settings = Settings(agent_reports_per_second=0.5, agent_report_burst=4, agent_facts_per_second=50,
-                        agent_fact_burst=60)
-    assert RateLimits.from_settings(settings) == RateLimits(0.5, 4, 50, 60)
+                        agent_fact_burst=60, agent_policy_fetches_per_minute=6, agent_policy_fetch_burst=2,
+                        enroll_failures_per_minute=3, enroll_failure_burst=5)
+    assert RateLimits.from_settings(settings) == RateLimits(0.5, 4, 50, 60, 6, 2, 3, 5)
     assert RateLimits.from_settings(Settings(agent_reports_per_second=0, agent_report_burst=0)).reports_per_second == 0
     with pytest.raises(InvalidInput, match="^setting agent_fact_burst must be at least 1 while "
                                            "agent_facts_per_second is above 0, not 0$"):
         RateLimits.from_settings(Settings(agent_fact_burst=0))
+    with pytest.raises(InvalidInput, match="^setting enroll_failure_burst must be at least 1 while "
+                                           "enroll_failures_per_minute is above 0, not 0$"):
+        RateLimits.from_settings(Settings(enroll_failure_burst=0))
+
+
+def test_a_bucket_says_how_long_until_it_holds_enough_without_taking() -> None:
+    monotonic = FakeMonotonic()
+    buckets = TokenBuckets(rate=1, burst=2, monotonic=monotonic)
+    assert buckets.wait("10.0.0.7") == 0.0 and len(buckets) == 0
+    assert buckets.take("10.0.0.7", 2) == 0.0
+    assert buckets.wait("10.0.0.7") == pytest.approx(1.0) and buckets.wait("10.0.0.7") == pytest.approx(1.0)
+    monotonic.now += 1
+    assert buckets.wait("10.0.0.7") == 0.0 and buckets.take("10.0.0.7") == 0.0
+
+
+@pytest.mark.parametrize("peer, address", [
+    ("ipv4:10.20.3.4:51234", "10.20.3.4"),
+    ("ipv6:[::1]:51234", "::1"),
+    ("ipv6:%5Bfe80::1%5D:443", "fe80::1"),
+    ("unix:/run/counterguard.sock", "/run/counterguard.sock"),
+])
+def test_the_address_of_a_peer(peer: str, address: str) -> None:
+    assert peer_address(peer) == address
 
 
 # ----------------------------------------------------------------------------- over real gRPC
@@ -223,6 +252,68 @@ def test_a_rate_of_zero_turns_the_limits_off(settings: Settings, engine: Engine,
     finally:
         server.stop(None)
     assert stored_facts(engine) == 40
+
+
+def test_policy_fetches_over_the_limit_are_refused_per_agent_with_a_retry_hint(
+    settings: Settings, engine: Engine, pki: ServerPKI, clock
+) -> None:
+    server = limited_server(settings, engine, pki, clock, agent_policy_fetches_per_minute=60,
+                            agent_policy_fetch_burst=2)
+    try:
+        first, second = (enrolled_agent(server, pki, engine, clock) for _ in range(2))
+        with mtls(server, first) as channel:
+            fetch = agent_pb2_grpc.AgentServiceStub(channel).FetchPolicy
+            assert [fetch(agent_pb2.FetchPolicyRequest(), timeout=TIMEOUT).changed for _ in range(2)] == [True, True]
+            error = rpc_error(fetch, agent_pb2.FetchPolicyRequest())
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            wait = retry_after_ms(error)
+            assert 0 < wait <= 1000
+            assert error.details() == (f"agent {first.agent_id} is over its limit of 60 policy fetches per minute "
+                                       f"(burst 2); retry in {wait} ms")
+            with mtls(server, second) as other:  # another agent has its own bucket
+                assert agent_pb2_grpc.AgentServiceStub(other).FetchPolicy(
+                    agent_pb2.FetchPolicyRequest(), timeout=TIMEOUT).version
+            assert report(channel, [heartbeat(1, clock())]).acknowledged_sequence == 1  # reports are not held up
+            time.sleep(wait / 1000)
+            assert fetch(agent_pb2.FetchPolicyRequest(), timeout=TIMEOUT).version
+    finally:
+        server.stop(None)
+
+
+def test_enrolment_failures_from_an_address_are_limited_and_successes_are_not(
+    settings: Settings, engine: Engine, pki: ServerPKI, clock, tmp_path: Path
+) -> None:
+    """Guessing tokens from one address stops after the burst, before the token is even looked at; a hall
+    enrolling all its PCs from one address is never held up."""
+    server = limited_server(settings, engine, pki, clock, enroll_failures_per_minute=30, enroll_failure_burst=2)
+    try:
+        for _ in range(4):  # more successes than the burst
+            enrol(server, pki, new_token(engine, clock))
+        guesses = [rpc_error(lambda **kw: enrol(server, pki, "0123456789ab.secret")) for _ in range(2)]
+        assert [e.code() for e in guesses] == [grpc.StatusCode.PERMISSION_DENIED] * 2
+
+        good = new_token(engine, clock)
+        limited = rpc_error(lambda **kw: enrol(server, pki, good))
+        assert limited.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        wait = retry_after_ms(limited)
+        assert 0 < wait <= 2000
+        assert limited.details() == (f"address 127.0.0.1 is over its limit of 30 failed enrolments per minute "
+                                     f"(burst 2); retry in {wait} ms")
+        token_id = good.partition(".")[0]
+        assert [t.uses for t in TokenService(engine, clock).list() if t.token_id == token_id] == [0]  # untouched
+
+        ca = tmp_path / "ca.pem"
+        ca.write_bytes(pki.ca_cert_pem)
+        with pytest.raises(EnrollError, match=r"^the controller refuses enrolments from here for now: address "
+                                              r"127\.0\.0\.1 is over its limit .*; retry in \d+ ms$"):
+            agent_enroll(f"127.0.0.1:{server.enroll_port}", good, ca, tmp_path / "agent")  # what the installer says
+
+        time.sleep(wait / 1000)
+        assert enrol(server, pki, good).agent_id  # the same token, once the address may try again
+    finally:
+        server.stop(None)
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Agent)) == 5
 
 
 def test_a_rate_limited_agent_waits_as_told_and_loses_nothing(
