@@ -19,18 +19,13 @@ costs far more than storing them. :class:`EvaluationQueue` takes that work from 
   replica does not race another that is evaluating them now. ``scan_seconds`` 0 scans never: in
   ``serve --workers N`` only the worker that sweeps also scans.
 
-Evaluations run in ``threads`` threads; one agent is evaluated by one of them at a time. On Linux those
-threads run at a lower CPU priority (:data:`EVALUATION_NICENESS`) than the ones answering Reports: when the
-host's cores are all busy the kernel gives them to the answers first, so acknowledgements stay fast and the
-rules fall behind, to catch up when the load eases, rather than the reverse.
+Evaluations run in ``threads`` threads; one agent is evaluated by one of them at a time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -47,23 +42,6 @@ log = logging.getLogger(__name__)
 
 # Notices kept for an agent until its next answer from this process; older ones are dropped.
 MAX_HELD_NOTICES = 20
-# How much lower the evaluation threads' CPU priority is than the process's (Linux niceness, up to 19).
-EVALUATION_NICENESS = 10
-
-
-def lower_this_threads_priority(by: int = EVALUATION_NICENESS) -> int | None:
-    """Make the calling thread ``by`` nicer than the process (Linux, where a thread has a priority of its own);
-    its niceness now, or None where that cannot be done (another system; an error is logged, not raised)."""
-    if sys.platform != "linux":
-        return None
-    thread = threading.get_native_id()
-    try:
-        niceness = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + by)
-        os.setpriority(os.PRIO_PROCESS, thread, niceness)
-        return niceness
-    except OSError as exc:
-        log.warning("cannot lower the priority of thread %s: %s", thread, exc)
-        return None
 
 
 class CatchingUp(Protocol):
@@ -201,7 +179,6 @@ class EvaluationQueue:
             return None
 
     def _work(self) -> None:
-        lower_this_threads_priority()
         while (item := self._next()) is not None:
             agent_id, queued, ticket = item
             new: tuple[RecordedViolation, ...] = ()

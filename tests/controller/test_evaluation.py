@@ -8,8 +8,6 @@ without timing.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import sys
 import threading
 import time
 from collections import Counter
@@ -20,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from controller.db import session_scope
-from controller.evaluation import EVALUATION_NICENESS, EvaluationQueue
+from controller.evaluation import EvaluationQueue
 from controller.ingest import IngestService
 from controller.models import AGENT, Agent
 from controller.rules.records import VIOLATION
@@ -316,30 +314,3 @@ def test_a_program_still_in_use_is_judged_again_with_reports_that_name_no_progra
     assert games(engine, GAMER) == [stopped]
     evaluated, last = marks(engine, GAMER)
     assert evaluated == last
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="a thread's own CPU priority is a Linux notion")
-def test_evaluations_run_at_a_lower_cpu_priority_than_the_answers(
-        engine: Engine, clock: Any, rules: RulesService, ingest: IngestService) -> None:
-    """When every core is busy, the kernel gives the answering threads the CPU first."""
-    seen: list[int] = []
-    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    class Watching(Gate):
-        def catch_up(self, agent_id: str) -> Any:
-            seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-            return super().catch_up(agent_id)
-
-    queue = EvaluationQueue(Watching(rules), threads=1, wait_seconds=30)
-    queue.start()
-    try:
-        facts = Facts()
-        clock.now = NOON
-        sent = game_started(facts, NOON)
-        ingest.ingest(GAMER, sent)
-        assert [v.rule_id for v in queue.on_ingest(GAMER, sent).new] == ["games"]
-    finally:
-        queue.stop()
-
-    assert seen == [min(19, before + EVALUATION_NICENESS)]
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before  # this thread's is untouched
