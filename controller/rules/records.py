@@ -190,8 +190,9 @@ class DecisionRevision(SQLModel, table=True):
     One row (id 1). Every insert, update or delete on ``software_approval``, ``exemption``,
     ``registered_device``, ``account_mapping``, ``maintenance_record`` or ``policy_activation`` adds
     one, whoever writes, so a controller can keep those tables and the active policy in memory and
-    read them again only when the counter moved (:mod:`controller.rules.decision_tables`). A migration that rebuilds one of those tables on
-    SQLite (``batch_alter_table``) drops its triggers and must create them again.
+    read them again only when the counter moved (:mod:`controller.rules.decision_tables`). A
+    migration that rebuilds one of those tables on SQLite (``batch_alter_table``) drops its triggers
+    and must create them again.
     """
 
     __tablename__ = "decision_revision"

@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import case, exists, func, insert, or_, select, update
+from sqlalchemy import case, exists, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from controller.clock import Clock, utc_now
@@ -162,8 +162,7 @@ class RulesService:
                     facts = _facts_to_judge(conn, agent_id, agent.evaluated_sequence, agent.last_sequence)
                     now = self._clock()  # after the facts were read: each was received by now
                     since = min(agent.previous_contact or now, now)
-                    in_use = bool(agent.program_running) or (
-                        agent.program_ended is not None and agent.program_ended >= since - self.lookback)
+                    in_use = self._in_use(agent, since)
                     kinds = self._kinds_for_report(loaded, facts, now, since, in_use) if facts else set()
                     return self._judge(agent_id, facts, loaded, since, kinds, now, int(agent.last_sequence),
                                        within=(conn, agent))
@@ -196,21 +195,22 @@ class RulesService:
     def _contact_and_use(self, conn: Connection, agent_id: str, first: int,
                          now: dt.datetime) -> tuple[dt.datetime, bool]:
         """The agent's previous contact before the fact numbered ``first`` (``now`` when none), and whether a
-        forbidden program of it was in use then (a violation still running or ended since)."""
-        previous = conn.execute(
-            select(FACT.c.received_at)
-            .where(FACT.c.agent_id == agent_id, FACT.c.sequence < first)
-            .order_by(FACT.c.sequence.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        since = min(previous or now, now)
-        in_use = conn.execute(
-            select(VIOLATION.c.id).where(
-                VIOLATION.c.agent_id == agent_id, VIOLATION.c.kind == RuleKind.FORBIDDEN_PROGRAM.value,
-                or_(VIOLATION.c.period_end.is_(None), VIOLATION.c.period_end >= since - self.lookback))
-            .limit(1)
-        ).first() is not None
-        return since, in_use
+        forbidden program of it was in use then (see :meth:`_in_use`)."""
+        previous = (select(FACT.c.received_at).where(FACT.c.agent_id == AGENT.c.id, FACT.c.sequence < first)
+                    .order_by(FACT.c.sequence.desc()).limit(1).scalar_subquery().label("previous_contact"))
+        row = conn.execute(select(previous, _PROGRAM_RUNNING, _PROGRAM_ENDED).where(AGENT.c.id == agent_id)
+                           ).one_or_none()
+        if row is None:
+            return now, False
+        since = min(row.previous_contact or now, now)
+        return since, self._in_use(row, since)
+
+    def _in_use(self, row: Any, since: dt.datetime) -> bool:
+        """Whether a forbidden program of the agent was in use at its previous contact ``since``: a violation
+        still running, or one that ended less than the lookback before (``row``: :data:`_PROGRAM_RUNNING` and
+        :data:`_PROGRAM_ENDED`)."""
+        return bool(row.program_running) or (row.program_ended is not None
+                                             and row.program_ended >= since - self.lookback)
 
     def _judge(self, agent_id: str, facts: Sequence[facts_pb2.Fact], loaded: Any, since: dt.datetime,
                kinds: set[RuleKind], now: dt.datetime, through: int | None,
@@ -582,11 +582,14 @@ def _heartbeats_within_working_time(calendar: WorkingTime, facts: Sequence[facts
 # of its last evaluated fact (its previous contact before the facts to judge), and whether a forbidden program
 # of it is still running or when the last one ended (was one in use then).
 _FORBIDDEN_PROGRAM = (VIOLATION.c.agent_id == AGENT.c.id) & (VIOLATION.c.kind == RuleKind.FORBIDDEN_PROGRAM.value)
+_PROGRAM_RUNNING = exists().where(_FORBIDDEN_PROGRAM, VIOLATION.c.period_end.is_(None)).label("program_running")
+_PROGRAM_ENDED = select(func.max(VIOLATION.c.period_end)).where(_FORBIDDEN_PROGRAM).scalar_subquery().label(
+    "program_ended")
 _CATCH_UP = (
     select(FACT.c.received_at).where(FACT.c.agent_id == AGENT.c.id, FACT.c.sequence <= AGENT.c.evaluated_sequence)
     .order_by(FACT.c.sequence.desc()).limit(1).scalar_subquery().label("previous_contact"),
-    exists().where(_FORBIDDEN_PROGRAM, VIOLATION.c.period_end.is_(None)).label("program_running"),
-    select(func.max(VIOLATION.c.period_end)).where(_FORBIDDEN_PROGRAM).scalar_subquery().label("program_ended"),
+    _PROGRAM_RUNNING,
+    _PROGRAM_ENDED,
 )
 # No policy looked up yet (None is "no policy in force").
 _UNKNOWN = object()
