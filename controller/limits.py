@@ -190,7 +190,7 @@ class RateLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         def fetching(raw: bytes, context: grpc.ServicerContext) -> Any:
             agent = _certificate_name(context)
             if agent and self._fetches is not None:  # without a certificate the servicer refuses it
-                self._check(context, agent, self._fetches, 1, "policy fetches", per="minute")
+                self._check(context, agent, self._fetches, 1, "policy fetches", "FetchPolicy", per_minute=True)
             return parsed(raw, context)
 
         def enrolling(raw: bytes, context: grpc.ServicerContext) -> Any:
@@ -235,12 +235,11 @@ class RateLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return behavior(request, context)
 
     def _check(self, context: grpc.ServicerContext, agent: str, buckets: TokenBuckets, cost: int, what: str,
-               per: str = "second") -> None:
+               method: str = "Report", per_minute: bool = False) -> None:
         wait = buckets.take(agent, cost)
         if not wait:
             return
-        rate = buckets.rate * (60 if per == "minute" else 1)
-        method = "FetchPolicy" if what == "policy fetches" else "Report"
+        rate, per = (buckets.rate * 60, "minute") if per_minute else (buckets.rate, "second")
         self._refuse(context, agent, wait, f"agent {agent} is over its limit of {rate:g} {what} per {per} "
                                            f"(burst {buckets.burst})", method)
 
