@@ -88,7 +88,7 @@ class IngestService:
         rows = [fact_to_row(agent_id, fact, received_at) for fact in facts]
         with self._engine.begin() as conn:
             _begin_write(conn)
-            held = _lock_agent(conn, agent_id, presented)
+            held, evaluated = _lock_agent(conn, agent_id, presented)
             if rows and rows[0]["sequence"] > held:  # a live batch: nothing of it can be held yet
                 new_rows, conflicts = rows, ()
             else:
@@ -99,6 +99,10 @@ class IngestService:
             contact: dict[str, Any] = {"last_seen_at": received_at, "last_sequence": acknowledged}
             if outbox_depth is not None:
                 contact["outbox_depth"] = outbox_depth
+            if new_rows and new_rows[0]["sequence"] <= evaluated:
+                # Facts numbered below the evaluation mark arrived after later ones were judged (the agent's
+                # batches reached two replicas out of order): move the mark back so they are judged too.
+                contact["evaluated_sequence"] = new_rows[0]["sequence"] - 1
             conn.execute(update(AGENT).where(AGENT.c.id == agent_id).values(contact))
         return IngestResult(
             acknowledged,
@@ -222,16 +226,17 @@ def _begin_write(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _lock_agent(conn: Connection, agent_id: str, presented: str | None) -> int:
+def _lock_agent(conn: Connection, agent_id: str, presented: str | None) -> tuple[int, int]:
     """Lock the agent's row until commit, so one batch of an agent is stored at a time; the highest
-    sequence it holds. With ``presented``, also check the certificate (see :func:`check_certificate`).
+    sequence it holds and the highest its evaluations marked (``evaluated_sequence``). With ``presented``, also check the certificate (see :func:`check_certificate`).
 
     On PostgreSQL ``FOR NO KEY UPDATE``: it excludes other ingests of this agent but, unlike
     ``FOR UPDATE``, not inserts elsewhere that reference the agent. On SQLite the transaction
     already holds the database's write lock (see :func:`_begin_write`).
     """
     row = conn.execute(
-        select(AGENT.c.revoked_at, AGENT.c.revoked_reason, AGENT.c.cert_fingerprint, AGENT.c.last_sequence)
+        select(AGENT.c.revoked_at, AGENT.c.revoked_reason, AGENT.c.cert_fingerprint, AGENT.c.last_sequence,
+               AGENT.c.evaluated_sequence)
         .where(AGENT.c.id == agent_id).with_for_update(key_share=True)
     ).one_or_none()
     if presented is not None:
@@ -240,7 +245,7 @@ def _lock_agent(conn: Connection, agent_id: str, presented: str | None) -> int:
         raise NotFound(f"no agent {agent_id!r}")
     if row.revoked_at is not None:
         raise Unauthenticated(f"agent {agent_id!r} was revoked")
-    return int(row.last_sequence)
+    return int(row.last_sequence), int(row.evaluated_sequence)
 
 
 def _without_held(

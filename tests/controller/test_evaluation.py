@@ -123,6 +123,24 @@ def test_catch_up_judges_every_report_since_the_last_evaluation_at_once(
     assert rules.catch_up(GAMER).agents == 0  # nothing new: nothing evaluated
 
 
+def test_facts_that_arrive_below_the_evaluation_mark_are_judged_too(
+        engine: Engine, clock: Any, rules: RulesService, ingest: IngestService) -> None:
+    """An agent's two batches sent to two replicas at once can be stored out of order: the later one first,
+    judged, then the earlier one, numbered below the mark that evaluation left."""
+    facts = Facts()
+    clock.now = NOON + MINUTE
+    earlier, later = game_started(facts, NOON), game_started(facts, NOON + MINUTE, pid=5151)
+    ingest.ingest(GAMER, later)
+    rules.catch_up(GAMER)
+    assert marks(engine, GAMER) == (4, 4) and len(games(engine, GAMER)) == 1
+
+    ingest.ingest(GAMER, earlier)
+
+    assert marks(engine, GAMER) == (0, 4)
+    assert rules.catch_up(GAMER).created == 1
+    assert len(games(engine, GAMER)) == 2 and marks(engine, GAMER) == (4, 4)
+
+
 def test_facts_of_an_agent_without_policy_or_rules_to_run_are_marked_evaluated(
         engine: Engine, clock: Any, ingest: IngestService) -> None:
     enrol(engine, clock, GAMER)
