@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 ENV_PREFIX = "COUNTERGUARD_"
 DEFAULT_CONFIG_FILE = Path("counterguard.toml")
+EVALUATION_PLACES = ("auto", "process", "threads")
+_CHOICES = {"rules_evaluation_process": EVALUATION_PLACES}
 
 
 class ConfigError(Exception):
@@ -55,6 +57,12 @@ class Settings:
     # free for it (so the answer can carry its notices); under load the answer does not wait.
     rules_evaluation_threads: int = 2
     rules_evaluation_wait_seconds: float = 5.0
+    # Where those evaluations run: "process" (a child process of each controller process, niced by
+    # rules_evaluation_niceness, so the answers keep the CPU when it is short; see controller.evaluator),
+    # "threads" (in the answering process), or "auto": a process on PostgreSQL, threads on SQLite
+    # (whose one write lock a niced process would hold up every report with).
+    rules_evaluation_process: str = "auto"
+    rules_evaluation_niceness: int = 10
     # Per-agent limits on Report (token buckets in each controller process, see controller.limits);
     # a rate of 0 turns that limit off. A batch larger than the fact burst waits for a full bucket.
     agent_reports_per_second: float = 5.0
@@ -77,6 +85,16 @@ class Settings:
     # Share the ports with other controllers started on purpose (implied when workers > 1); off, a
     # second controller on the same ports is refused instead of silently taking half the agents.
     reuse_port: bool = False
+
+    def evaluates_in_a_process(self) -> bool:
+        """Whether rules evaluations run in a process of their own (``rules_evaluation_process``)."""
+        choice = self.rules_evaluation_process.strip().lower()
+        if choice not in EVALUATION_PLACES:
+            raise ConfigError(f"field 'rules_evaluation_process': expected one of {', '.join(EVALUATION_PLACES)}, "
+                              f"got {self.rules_evaluation_process!r}")
+        if choice == "auto":
+            return not self.resolved_database_url.startswith("sqlite")
+        return choice == "process"
 
     @property
     def pki_dir(self) -> Path:
@@ -122,6 +140,8 @@ def _coerce(name: str, raw: Any, target: Any, source: str) -> Any:
             raise ValueError(f"expected a list of strings, got {raw!r}")
         if not isinstance(raw, str):
             raise ValueError(f"expected a string, got {raw!r}")
+        if name in _CHOICES and raw.strip().lower() not in _CHOICES[name]:
+            raise ValueError(f"expected one of {', '.join(_CHOICES[name])}, got {raw!r}")
         return raw
     except ValueError as exc:
         raise ConfigError(f"{source}: field {name!r}: {exc}") from None

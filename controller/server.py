@@ -15,14 +15,13 @@ import os
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -30,7 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.engine import Engine
 
 from controller.agents import AgentDirectory
-from controller.clock import Clock, utc_now
+from controller.clock import Clock, clock_from, utc_now
 from controller.config import Settings
 from controller.enrollment import EnrollmentService
 from controller.errors import CounterGuardError
@@ -42,7 +41,6 @@ from protos.counterguard.v1 import agent_pb2_grpc
 
 if TYPE_CHECKING:
     from controller.policy.store import PolicyStore
-    from controller.rules.service import RulesService
 
 log = logging.getLogger(__name__)
 
@@ -220,12 +218,6 @@ def _clock_for_tests(clock: Clock) -> Clock:
     return clock_from(start)
 
 
-def clock_from(start: dt.datetime) -> Clock:
-    """A clock that reads ``start`` now and runs at normal speed from there."""
-    began = time.monotonic()
-    return lambda: start.astimezone(dt.UTC) + dt.timedelta(seconds=time.monotonic() - began)
-
-
 @dataclass(frozen=True)
 class Prepared:
     """What a controller process needs before it can listen: the migrated database, the certificates and
@@ -282,15 +274,18 @@ def run_until(
     """
     from controller.evaluation import EvaluationQueue
     from controller.policy.provider import StoredPolicyProvider
-    from controller.rules.service import RulesService
     from controller.rules.sweep import Sweeper
 
-    rules = InstrumentedRules(RulesService(prepared.engine, prepared.store, clock))
+    rules = InstrumentedRules(_rules_service(settings, prepared, clock))
     evaluations = EvaluationQueue(rules, threads=settings.rules_evaluation_threads,
                                   wait_seconds=settings.rules_evaluation_wait_seconds, clock=clock,
                                   scan_seconds=10.0 if sweep else 0.0)  # one scanner per host, like the sweep
-    running = build_server(settings, prepared.engine, prepared.pki, clock,
-                           policies=StoredPolicyProvider(prepared.store, clock=clock), rules=evaluations)
+    try:
+        running = build_server(settings, prepared.engine, prepared.pki, clock,
+                               policies=StoredPolicyProvider(prepared.store, clock=clock), rules=evaluations)
+    except BaseException:
+        rules.close()  # a rules process started for nothing stops
+        raise
     sweeper = Sweeper(rules, settings.rules_sweep_interval_seconds) if sweep else None
     try:
         evaluations.start()
@@ -307,6 +302,22 @@ def run_until(
         running.stop(SHUTDOWN_GRACE_SECONDS)
         evaluations.stop(SHUTDOWN_GRACE_SECONDS)
         rules.close()
+
+
+def _rules_service(settings: Settings, prepared: Prepared, clock: Clock) -> Any:
+    """The rules service of this process: in a niced child process, or here (see ``rules_evaluation_process``)."""
+    from controller.rules.service import RulesService
+
+    if not settings.evaluates_in_a_process():
+        return RulesService(prepared.engine, prepared.store, clock)
+    from controller.evaluator import EvaluatorProcess
+
+    # A thread for each of the queue's evaluation threads, one for the sweep and one for the scan.
+    evaluator = EvaluatorProcess(prepared.engine.url.render_as_string(hide_password=False), clock=clock,
+                                 niceness=settings.rules_evaluation_niceness,
+                                 threads=settings.rules_evaluation_threads + 2, log_format=settings.log_format)
+    evaluator.start()
+    return evaluator
 
 
 @contextmanager
@@ -333,6 +344,7 @@ def serve(settings: Settings, clock: Clock = utc_now) -> int:
     """
     if settings.workers < 1:
         raise CounterGuardError(f"the number of worker processes must be at least 1, got {settings.workers}")
+    settings.evaluates_in_a_process()  # a wrong choice fails here, not in a worker
     clock = _clock_for_tests(clock)
     if settings.workers > 1:
         from controller.supervisor import supervise

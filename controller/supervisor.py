@@ -30,13 +30,12 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
-from controller.clock import Clock, utc_now
+from controller.clock import Clock, clock_from, utc_now
 from controller.config import Settings
 from controller.errors import CounterGuardError
 from controller.server import (
     SHUTDOWN_GRACE_SECONDS,
     StopRequest,
-    clock_from,
     listening_line,
     prepare,
     run_until,
@@ -61,7 +60,8 @@ class WorkerStart:
 
     index: int
     settings: Settings
-    clock_start: dt.datetime | None
+    clock_start: dt.datetime | None  # a clock not the real one: its reading at the monotonic time clock_began
+    clock_began: float
     parent_pid: int
     log_level: int
 
@@ -149,8 +149,8 @@ class _Worker:
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")
         receiver, sender = context.Pipe(duplex=False)
-        start = WorkerStart(self.index, self._settings, self._clock() if self._fake else None, os.getpid(),
-                            logging.getLogger().level)
+        start = WorkerStart(self.index, self._settings, self._clock() if self._fake else None, time.monotonic(),
+                            os.getpid(), logging.getLogger().level)
         self.process = context.Process(target=worker_main, args=(start, sender),
                                        name=f"counterguard-worker-{self.index}")
         self.process.start()
@@ -252,7 +252,7 @@ def worker_main(start: WorkerStart, messages: Connection) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the supervisor decides
     configure_logging(start.settings.log_format, level=start.log_level)
-    clock = clock_from(start.clock_start) if start.clock_start is not None else utc_now
+    clock = clock_from(start.clock_start, start.clock_began) if start.clock_start is not None else utc_now
     try:
         prepared = prepare(start.settings, clock)
     except CounterGuardError as exc:

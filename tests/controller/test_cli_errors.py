@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,12 @@ def test_an_invalid_settings_file_names_the_file_and_field(tmp_path: Path) -> No
     result = _run("--config", str(settings), "agents", "list")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert str(settings) in result.stderr and "max_message_bytes" in result.stderr
+
+
+def test_an_unknown_place_for_the_rules_evaluation_is_named_with_the_choices(tmp_path: Path) -> None:
+    result = subprocess.run([COUNTERGUARD, "--data-dir", str(tmp_path), "serve", "--listen", "127.0.0.1:0",
+                             "--enroll-listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "COUNTERGUARD_RULES_EVALUATION_PROCESS": "elsewhere"})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert ("$COUNTERGUARD_RULES_EVALUATION_PROCESS: field 'rules_evaluation_process': expected one of auto, "
+            "process, threads, got 'elsewhere'") in result.stderr

@@ -29,8 +29,19 @@ pytestmark = pytest.mark.integration
 
 def workers_of(controller: Controller) -> list[psutil.Process]:
     """The worker processes of a supervising ``serve`` (not multiprocessing's resource tracker)."""
-    children = psutil.Process(controller.process.pid).children()
-    return [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+    return spawned_by(psutil.Process(controller.process.pid))
+
+
+def spawned_by(parent: psutil.Process) -> list[psutil.Process]:
+    return [c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]
+
+
+def rules_processes_of(workers: list[psutil.Process]) -> list[psutil.Process]:
+    """Each worker's rules process (on PostgreSQL the rules are judged in a niced child of the worker)."""
+    found = wait_for(lambda: [spawned_by(w) for w in workers] if all(spawned_by(w) for w in workers) else None,
+                     timeout=60, what="every worker's rules process")
+    assert [len(children) for children in found] == [1] * len(workers)
+    return [children[0] for children in found]
 
 
 def health_over_many_connections(controller: Controller, count: int) -> list[grpc.Channel]:
@@ -89,6 +100,9 @@ def test_two_workers_share_the_ports_serve_agents_and_stop_on_sigterm(
     assert json.loads(line[line.index("{"):])["workers"] == 2
     workers = workers_of(controller)
     assert len(workers) == 2
+    rules = rules_processes_of(workers)
+    wait_for(lambda: [p.nice() for p in rules] == [w.nice() + 10 for w in workers], timeout=60,
+             what="the rules processes to run 10 steps nicer than their workers")
 
     channels = health_over_many_connections(controller, 24)
     try:
@@ -117,7 +131,7 @@ def test_two_workers_share_the_ports_serve_agents_and_stop_on_sigterm(
 
     controller.process.send_signal(signal.SIGTERM)
     assert controller.process.wait(60) == 0
-    _, alive = psutil.wait_procs(workers, timeout=10)
+    _, alive = psutil.wait_procs(workers + rules, timeout=10)
     assert alive == []
     assert any("counterguard controller stopped" in line for line in controller.log)
 
@@ -126,21 +140,25 @@ def test_two_workers_share_the_ports_serve_agents_and_stop_on_sigterm(
 def test_a_worker_that_dies_is_started_again_and_workers_end_with_their_supervisor(two_workers: Controller) -> None:
     controller = two_workers
     victim = workers_of(controller)[1]
+    its_rules = rules_processes_of([victim])
     victim.kill()
     victim.wait(10)
+    _, alive = psutil.wait_procs(its_rules, timeout=15)
+    assert alive == [], "the rules process outlived its worker"
 
     wait_for(lambda: any("listening again" in line for line in controller.log), timeout=60,
              what="the supervisor to start the worker again")
     restarted = workers_of(controller)
     assert len(restarted) == 2 and victim.pid not in {w.pid for w in restarted}
+    rules = rules_processes_of(restarted)
     assert any(f"(pid {victim.pid}) exited with code -9" in line for line in controller.log)
     for channel in health_over_many_connections(controller, 4):
         channel.close()
 
     controller.kill()  # the supervisor, with no chance to stop its workers
 
-    _, alive = psutil.wait_procs(restarted, timeout=30)
-    assert alive == [], "worker processes outlived their supervisor"
+    _, alive = psutil.wait_procs(restarted + rules, timeout=30)
+    assert alive == [], "worker or rules processes outlived their supervisor"
     with pytest.raises(grpc.RpcError):
         health_over_many_connections(controller, 1)
 
