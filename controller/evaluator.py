@@ -25,6 +25,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -213,7 +214,10 @@ def evaluator_main(start: EvaluatorStart, pipe: Connection) -> None:
             log.exception("the rules service's %s failed", name)
             reply = (number, False, f"{name} failed in the rules process: {exc}")
         with sending:
-            pipe.send(reply)
+            try:
+                pipe.send(reply)
+            except (TypeError, AttributeError, pickle.PicklingError) as exc:  # pickled before a byte is written
+                pipe.send((number, False, f"{name}'s result could not be sent back: {exc}"))
 
     pool = futures.ThreadPoolExecutor(max_workers=start.threads, thread_name_prefix="rules")
     try:
