@@ -75,7 +75,7 @@ def test_the_child_runs_at_a_lower_priority_and_ends_when_closed(
     evaluator.backlog()  # answered: the child is up
     child = psutil.Process(evaluator.pid)
 
-    assert child.nice() == psutil.Process().nice() + 5
+    assert child.nice() == min(19, psutil.Process().nice() + 5)  # 19 is the nicest there is
     assert child.ppid() == os.getpid()
 
     evaluator.close(timeout=30)

@@ -101,7 +101,8 @@ def test_two_workers_share_the_ports_serve_agents_and_stop_on_sigterm(
     workers = workers_of(controller)
     assert len(workers) == 2
     rules = rules_processes_of(workers)
-    wait_for(lambda: [p.nice() for p in rules] == [w.nice() + 10 for w in workers], timeout=60,
+    # 19 is the nicest there is (the test run may be niced already: the agent's tests lower their own priority).
+    wait_for(lambda: [p.nice() for p in rules] == [min(19, w.nice() + 10) for w in workers], timeout=60,
              what="the rules processes to run 10 steps nicer than their workers")
 
     channels = health_over_many_connections(controller, 24)
