@@ -27,19 +27,23 @@ from controller.evaluator import RESTART_DELAY_SECONDS, EvaluatorError, Evaluato
 from controller.ingest import IngestService
 from controller.policy.store import PolicyStore
 from controller.rules.records import VIOLATION
-from tests.controller.rules.builders import MINUTE, Facts
 from policies import DEFAULT_POLICY
+from tests.controller.rules.builders import MINUTE, Facts
 from tests.controller.test_evaluation import GAMER, NOON, enrol, game_started, heartbeat, marks
 
 
 GAMES, SILENT = "games-video-music", "agent-silent"
 
 
-@pytest.fixture
-def evaluator(engine: Engine, database_url: str, clock: Any) -> Any:
+def enrolled_under_the_default_policy(engine: Engine, clock: Any) -> None:
     clock.now = NOON
     enrol(engine, clock, GAMER)
     PolicyStore(engine, clock).apply(DEFAULT_POLICY.read_text(encoding="utf-8"), str(DEFAULT_POLICY), "test")
+
+
+@pytest.fixture
+def evaluator(engine: Engine, database_url: str, clock: Any) -> Any:
+    enrolled_under_the_default_policy(engine, clock)
     process = EvaluatorProcess(database_url, clock=clock, niceness=5, threads=3)
     yield process
     process.close(timeout=30)
@@ -174,9 +178,7 @@ def test_a_clock_set_by_the_test_hook_reads_the_same_in_the_child(
     """As under ``$COUNTERGUARD_FAKE_NOW``: a moved clock that runs. The child starts a while after its
     start was written down; its clock must not lag by that while, or the facts just received would lie
     in its future and be left unjudged."""
-    clock.now = NOON
-    enrol(engine, clock, GAMER)
-    PolicyStore(engine, clock).apply(DEFAULT_POLICY.read_text(encoding="utf-8"), str(DEFAULT_POLICY), "test")
+    enrolled_under_the_default_policy(engine, clock)
     running = clock_from(NOON)
     evaluator = EvaluatorProcess(database_url, clock=running)
     try:
