@@ -97,11 +97,6 @@ def rules(engine: Engine, clock: Any) -> RulesService:
     return RulesService(engine, Policies(RULES), clock)
 
 
-@pytest.fixture
-def ingest(engine: Engine, clock: Any) -> IngestService:
-    return IngestService(engine, clock)
-
-
 def test_catch_up_judges_every_report_since_the_last_evaluation_at_once(
         engine: Engine, clock: Any, rules: RulesService, ingest: IngestService) -> None:
     facts = Facts()

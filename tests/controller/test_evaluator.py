@@ -54,11 +54,6 @@ def violations(engine: Engine, rule_id: str) -> list[Any]:
         return list(conn.execute(select(VIOLATION).where(VIOLATION.c.agent_id == GAMER, VIOLATION.c.rule_id == rule_id)))
 
 
-@pytest.fixture
-def ingest(engine: Engine, clock: Any) -> IngestService:
-    return IngestService(engine, clock)
-
-
 def test_the_child_judges_the_facts_and_the_caller_gets_what_it_stored(
         evaluator: EvaluatorProcess, engine: Engine, clock: Any, ingest: IngestService) -> None:
     facts = Facts()
