@@ -109,7 +109,8 @@ def status_code_for(
 def _status_on_error(
     context: grpc.ServicerContext, method: str, overrides: Mapping[type[CounterGuardError], grpc.StatusCode] = {}
 ) -> Iterator[None]:
-    """Turn a service error into ``context.abort`` with the mapped code and the error's sentence."""
+    """Turn a service error into ``context.abort`` with the mapped code and the error's sentence; a database
+    that cannot be reached into UNAVAILABLE, anything else into INTERNAL without its details."""
     try:
         yield
     except CounterGuardError as exc:
@@ -128,6 +129,11 @@ def _status_on_error(
     except OperationalError as exc:  # the database is down or locked: the agent keeps its facts and retries
         log.error("%s from %s: database unavailable: %s", method, context.peer(), exc.orig)
         context.abort(grpc.StatusCode.UNAVAILABLE, "the controller's database is unavailable; try again later")
+    except Exception:  # the controller's own fault: its trace goes to the log, never to the caller
+        if context.code() is not None:  # an abort made inside the block (it raises a bare Exception): it stands
+            raise
+        log.exception("%s from %s failed", method, context.peer())
+        context.abort(grpc.StatusCode.INTERNAL, f"the controller could not handle this {method}; its log says why")
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
 from agent.config import AgentConfig
@@ -314,6 +314,29 @@ def test_enrolment_failures_from_an_address_are_limited_and_successes_are_not(
         server.stop(None)
     with session_scope(engine) as session:
         assert session.scalar(select(func.count()).select_from(Agent)) == 5
+
+
+def test_enrolment_failures_that_are_the_controllers_cost_the_address_nothing(
+    settings: Settings, engine: Engine, pki: ServerPKI, clock
+) -> None:
+    """A database the controller cannot use (here: the token table gone) fails enrolments with UNAVAILABLE
+    or INTERNAL; the hall's installers must not be locked out for it once the database is back."""
+    server = limited_server(settings, engine, pki, clock, enroll_failures_per_minute=1, enroll_failure_burst=2)
+    good = new_token(engine, clock)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE enrollment_token RENAME TO enrollment_token_away"))
+        failures = [rpc_error(lambda **kw: enrol(server, pki, good)) for _ in range(4)]  # twice the burst
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE enrollment_token_away RENAME TO enrollment_token"))
+
+        assert {(e.code(), e.details()) for e in failures} <= {
+            (grpc.StatusCode.UNAVAILABLE, "the controller's database is unavailable; try again later"),  # SQLite
+            (grpc.StatusCode.INTERNAL, "the controller could not handle this Enroll; its log says why"),  # PostgreSQL
+        }, failures
+        assert enrol(server, pki, good).agent_id  # not RESOURCE_EXHAUSTED: those failures were not counted
+    finally:
+        server.stop(None)
 
 
 def test_a_rate_limited_agent_waits_as_told_and_loses_nothing(
