@@ -228,7 +228,8 @@ def _begin_write(conn: Connection) -> None:
 
 def _lock_agent(conn: Connection, agent_id: str, presented: str | None) -> tuple[int, int]:
     """Lock the agent's row until commit, so one batch of an agent is stored at a time; the highest
-    sequence it holds and the highest its evaluations marked (``evaluated_sequence``). With ``presented``, also check the certificate (see :func:`check_certificate`).
+    sequence it holds and the highest its evaluations marked (``evaluated_sequence``). With
+    ``presented``, also check the certificate (see :func:`check_certificate`).
 
     On PostgreSQL ``FOR NO KEY UPDATE``: it excludes other ingests of this agent but, unlike
     ``FOR UPDATE``, not inserts elsewhere that reference the agent. On SQLite the transaction
