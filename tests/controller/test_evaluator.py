@@ -51,7 +51,8 @@ def evaluator(engine: Engine, database_url: str, clock: Any) -> Any:
 
 def violations(engine: Engine, rule_id: str) -> list[Any]:
     with engine.connect() as conn:
-        return list(conn.execute(select(VIOLATION).where(VIOLATION.c.agent_id == GAMER, VIOLATION.c.rule_id == rule_id)))
+        query = select(VIOLATION).where(VIOLATION.c.agent_id == GAMER, VIOLATION.c.rule_id == rule_id)
+        return list(conn.execute(query))
 
 
 def test_the_child_judges_the_facts_and_the_caller_gets_what_it_stored(
