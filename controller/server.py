@@ -313,7 +313,7 @@ def _rules_service(settings: Settings, prepared: Prepared, clock: Clock) -> Any:
     from controller.evaluator import EvaluatorProcess
 
     # A thread for each of the queue's evaluation threads, one for the sweep and one for the scan.
-    evaluator = EvaluatorProcess(prepared.engine.url.render_as_string(hide_password=False), clock=clock,
+    evaluator = EvaluatorProcess(settings.resolved_database_url, clock=clock,
                                  niceness=settings.rules_evaluation_niceness,
                                  threads=settings.rules_evaluation_threads + 2, log_format=settings.log_format)
     evaluator.start()
