@@ -10,7 +10,8 @@ Many workstations share one client process (asyncio, ``grpc.aio``); several clie
 the load.
 
 Printed (measured in this run only): acknowledged reports/s and facts/s, ack latency p50/p95/p99,
-errors by status, and the controller's CPU (% of one core, all its processes) and RSS over time.
+errors by status, Reports refused early for overload (``shed``: ``RESOURCE_EXHAUSTED`` with
+``retry-after-ms``, sent again after the wait as an agent does), and the controller's CPU (% of one core, all its processes) and RSS over time.
 
 The controller acknowledges a Report once its facts are committed and judges them with the rules
 afterwards, off the acknowledgement path. So the simulator also reads the *evaluation backlog* from the
@@ -80,6 +81,7 @@ from sqlalchemy.exc import OperationalError
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent.transport import throttle_seconds  # noqa: E402 - what a real agent makes of a refusal
 from protos.counterguard.v1 import agent_pb2, agent_pb2_grpc, facts_pb2  # noqa: E402
 
 if TYPE_CHECKING:
@@ -306,6 +308,7 @@ class ClientResult:
     facts: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     first_reports: int = 0
+    shed: int = 0  # refused early for overload (RESOURCE_EXHAUSTED + retry-after-ms) and sent again
 
 
 async def _run_clients(address: str, ca: bytes, identities: list[Identity], interval: float, duration: float,
@@ -335,25 +338,39 @@ async def _run_clients(address: str, ca: bytes, identities: list[Identity], inte
                 await asyncio.sleep(max(0.0, next_at - loop.time()))
                 now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=shift)
                 facts = station.first_report(now) if first else station.next_report(now, game_share)
-                began = loop.time()
-                try:
-                    # Like a real agent that keeps up: nothing waits behind the batch.
-                    request = agent_pb2.ReportRequest(facts=facts, agent_version="sim", outbox_depth=0)
-                    await stub.Report(request, timeout=30)
-                except grpc.aio.AioRpcError as exc:
-                    if began >= start + warmup:
-                        result.errors[exc.code().name] = result.errors.get(exc.code().name, 0) + 1
-                    station.sequence -= len(facts)  # a real agent keeps them in its outbox and sends them again
-                else:
-                    if acked is not None:
-                        with acked.get_lock():
-                            acked.value += 1
-                    if first:
-                        result.first_reports += 1
-                    elif began >= start + warmup:
-                        result.latencies_ms.append((loop.time() - began) * 1000)
-                        result.facts += len(facts)
-                    first = False
+                # Like a real agent that keeps up: nothing waits behind the batch.
+                request = agent_pb2.ReportRequest(facts=facts, agent_version="sim", outbox_depth=0)
+                while True:
+                    began = loop.time()
+                    try:
+                        await stub.Report(request, timeout=30)
+                    except grpc.aio.AioRpcError as exc:
+                        wait = throttle_seconds(exc.code(), tuple(exc.trailing_metadata() or ()))
+                        if wait is not None and loop.time() + wait < stop_at:
+                            # Refused early by an overloaded controller: like an agent, the same facts after the wait.
+                            if began >= start + warmup:
+                                result.shed += 1
+                            await asyncio.sleep(wait)
+                            continue
+                        if began >= start + warmup:
+                            result.errors[exc.code().name] = result.errors.get(exc.code().name, 0) + 1
+                        station.sequence -= len(facts)  # a real agent keeps them in its outbox and sends them again
+                        failed = True
+                    else:
+                        failed = False
+                    break
+                if failed:
+                    next_at += interval
+                    continue
+                if acked is not None:
+                    with acked.get_lock():
+                        acked.value += 1
+                if first:
+                    result.first_reports += 1
+                elif began >= start + warmup:
+                    result.latencies_ms.append((loop.time() - began) * 1000)
+                    result.facts += len(facts)
+                first = False
                 next_at += interval
 
     # Workstations come up spread over one interval (the first report of each during the warm-up).
@@ -627,6 +644,7 @@ def run(args: argparse.Namespace, agents: int) -> dict[str, object]:
             "facts_per_s": round(sum(r.facts for r in results) / seconds, 1),
             "p50_ms": round(percentile(latencies, 0.50), 1), "p95_ms": round(percentile(latencies, 0.95), 1),
             "p99_ms": round(percentile(latencies, 0.99), 1), "errors": errors,
+            "shed": sum(r.shed for r in results),
             "controller_cpu_percent": round(cpu, 1),
             "controller_rss_mib": [round(v / 2**20) for v in rss[:: max(1, len(rss) // 10)]],
             "controller_rss_mib_max": round(max(rss, default=0) / 2**20),
@@ -675,10 +693,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(figures, ensure_ascii=False) if args.json else _line(figures), flush=True)
         if args.sample_every > 0 and not args.json:
             print(_trend(figures), flush=True)
-        ok = (not figures["errors"] and float(figures["p99_ms"]) < args.p99_ms  # type: ignore[arg-type]
+        ok = (not figures["errors"] and not figures["shed"] and float(figures["p99_ms"]) < args.p99_ms  # type: ignore[arg-type]
               and figures["caught_up_s"] is not None)
         if not args.find_max:
-            return 0 if not figures["errors"] else 1
+            return 0 if not figures["errors"] and not figures["shed"] else 1
         if not ok:
             break
         held = figures
@@ -690,7 +708,8 @@ def main(argv: list[str] | None = None) -> int:
 def _line(f: dict[str, object]) -> str:
     return (f"{f['agents']:>6} workstations, 1 report/{f['interval_s']:.0f} s: {f['reports_per_s']} reports/s, "
             f"{f['facts_per_s']} facts/s acked; latency p50 {f['p50_ms']} ms, p95 {f['p95_ms']} ms, "
-            f"p99 {f['p99_ms']} ms; errors {f['errors'] or 'none'}; controller CPU {f['controller_cpu_percent']} % "
+            f"p99 {f['p99_ms']} ms; errors {f['errors'] or 'none'}; "
+            f"refused for overload and sent again after the wait: {f['shed'] or 'none'}; controller CPU {f['controller_cpu_percent']} % "
             f"of one core, RSS max {f['controller_rss_mib_max']} MiB (samples {f['controller_rss_mib']}); "
             f"enrolment of all took {f['enrol_s']} s; evaluation backlog max {f['backlog_max']} agents "
             f"(oldest {f['backlog_age_max_s']} s), {f['backlog_at_end']} at the end of the load, "

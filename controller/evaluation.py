@@ -19,6 +19,10 @@ costs far more than storing them. :class:`EvaluationQueue` takes that work from 
   replica does not race another that is evaluating them now. ``scan_seconds`` 0 scans never: in
   ``serve --workers N`` only the worker that sweeps also scans.
 
+- **Yielding.** While ``pressed()`` says the answers are slow (:class:`controller.load.ReportLoad`),
+  one evaluation runs at a time and no answer waits for its evaluation: judging falls behind,
+  coalesced per agent, instead of taking the database from the answers.
+
 Evaluations run in ``threads`` threads; one agent is evaluated by one of them at a time.
 """
 
@@ -29,12 +33,12 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controller.clock import Clock, utc_now
-from controller.metrics import EVALUATION_BACKLOG, EVALUATION_LAG, count_new_violations
+from controller.metrics import EVALUATION_BACKLOG, EVALUATION_LAG, RULES_YIELDING, count_new_violations
 from controller.policy.notices import RecordedViolation
 from protos.counterguard.v1 import facts_pb2
 
@@ -42,6 +46,8 @@ log = logging.getLogger(__name__)
 
 # Notices kept for an agent until its next answer from this process; older ones are dropped.
 MAX_HELD_NOTICES = 20
+# While yielding, a free evaluation thread looks this often whether the answers are quick again.
+_RECHECK_SECONDS = 0.5
 
 
 class CatchingUp(Protocol):
@@ -71,6 +77,7 @@ class EvaluationQueue:
         scan_seconds: float = 10.0,
         settle_seconds: float = 30.0,
         clock: Clock = utc_now,
+        pressed: Callable[[], bool] = lambda: False,
     ) -> None:
         if threads < 1:
             raise ValueError(f"at least one evaluation thread is needed, got {threads}")
@@ -80,6 +87,8 @@ class EvaluationQueue:
         self._scan = scan_seconds
         self._settle = settle_seconds
         self._clock = clock
+        self._pressed = pressed
+        self._yielding = False
         self._lock = threading.Condition()
         self._pending: OrderedDict[str, float] = OrderedDict()  # agent → when it was first queued (monotonic)
         self._running: set[str] = set()
@@ -102,7 +111,7 @@ class EvaluationQueue:
         with self._lock:
             others = len(self._pending.keys() - {agent_id}) + len(self._running - {agent_id})
             ticket = self._request(agent_id)
-            if others < self._threads_wanted and self._threads:
+            if others < self._threads_wanted and self._threads and not self._yield():
                 deadline = time.monotonic() + self._wait
                 while self._done.get(agent_id, 0) < ticket and not self._stopping:
                     left = deadline - time.monotonic()
@@ -165,10 +174,25 @@ class EvaluationQueue:
         with self._lock:
             return len(self._pending)
 
+    def _yield(self) -> bool:
+        """Whether the rules yield to the answers now (see the module docstring); call with the lock held."""
+        yielding = self._pressed()
+        if yielding != self._yielding:
+            self._yielding = yielding
+            RULES_YIELDING.set(int(yielding))
+            if yielding:
+                log.info("answers are slow: one rule evaluation at a time until they are quick again")
+            else:
+                log.info("answers are quick again: rule evaluations in up to %d threads", self._threads_wanted)
+        return yielding
+
     def _next(self) -> tuple[str, float, int] | None:
         """The next queued agent nobody evaluates now, and its request number; None when stopping."""
         with self._lock:
             while not self._stopping:
+                if self._running and self._yield():
+                    self._lock.wait(_RECHECK_SECONDS)  # nobody says when the pressure is off: look again
+                    continue
                 for agent_id, queued in self._pending.items():
                     if agent_id not in self._running:
                         del self._pending[agent_id]

@@ -8,6 +8,9 @@ sends the same facts again, so nothing is lost and one broken workstation cannot
 FetchPolicy has a bucket of its own per agent (an agent asks at start and now and then; a loop asking
 without pause is refused the same way and keeps the policy it has).
 
+Before the buckets, a Report that waited too long for a thread is refused the same way when the
+controller is overloaded (:mod:`controller.load`).
+
 Enroll comes before any certificate, from an address: each address has a bucket of **failed**
 enrolments (a wrong, used-up or expired token, a bad request). While it is empty, Enroll from that
 address is refused with ``RESOURCE_EXHAUSTED`` before the token is looked at, which stops guessing
@@ -43,6 +46,8 @@ from google.protobuf.message import DecodeError
 from controller.config import Settings
 from controller.errors import InvalidInput
 from controller.grpc_server import NO_CERTIFICATE, SERVICE_NAME
+from controller.load import ReportLoad, queue_wait
+from controller.metrics import REPORT_QUEUE_WAIT
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +168,10 @@ def _buckets(rate: float, burst: int, monotonic: Callable[[], float]) -> TokenBu
 class RateLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Guards the AgentService methods with their buckets (see the module docstring)."""
 
-    def __init__(self, limits: RateLimits, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limits: RateLimits, monotonic: Callable[[], float] = time.monotonic,
+                 load: ReportLoad | None = None) -> None:
         self._monotonic = monotonic
+        self._load = load
         self._reports = _buckets(limits.reports_per_second, limits.report_burst, monotonic)
         self._facts = _buckets(limits.facts_per_second, limits.fact_burst, monotonic)
         self._fetches = _buckets(limits.policy_fetches_per_minute / 60, limits.policy_fetch_burst, monotonic)
@@ -224,9 +231,28 @@ class RateLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self, behavior: Callable[[Any, grpc.ServicerContext], Any], parse: Callable[[bytes], Any], raw: bytes,
         context: grpc.ServicerContext,
     ) -> Any:
+        waited = queue_wait()
+        REPORT_QUEUE_WAIT.observe(waited)
         agent = _certificate_name(context)
         if not agent:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, NO_CERTIFICATE)
+        if self._load is None:
+            return self._allowed(behavior, parse, raw, context, agent)
+        retry = self._load.retry_after(waited)
+        if retry is not None:
+            self._refuse(context, "(overload)", retry,
+                         f"the controller is overloaded: this report waited {waited:.1f} s for a thread "
+                         f"(limit {self._load.queue_limit:g} s)", "Report")
+        try:
+            return self._allowed(behavior, parse, raw, context, agent)
+        finally:
+            self._load.observe(queue_wait())
+
+    def _allowed(
+        self, behavior: Callable[[Any, grpc.ServicerContext], Any], parse: Callable[[bytes], Any], raw: bytes,
+        context: grpc.ServicerContext, agent: str,
+    ) -> Any:
+        """The rest of a Report past identity and overload: the agent's buckets, parsing, the servicer."""
         if self._reports is not None:
             self._check(context, agent, self._reports, 1, "reports")
         request = _parse(parse, raw, context, NOT_A_REPORT)

@@ -18,6 +18,9 @@
 - ``counterguard_evaluation_backlog`` (agents whose facts wait for their rule evaluation) and
   ``counterguard_evaluation_lag_seconds`` (queued → evaluated), set by
   :class:`controller.evaluation.EvaluationQueue`.
+- ``counterguard_report_queue_seconds``: how long each Report waited for a thread of the gRPC pool
+  (past ``report_queue_limit_ms`` it is refused, see :mod:`controller.load`), and
+  ``counterguard_rules_yielding`` (1 while the rules yield to the answers).
 
 Metrics live in the process's default registry. When ``$PROMETHEUS_MULTIPROC_DIR`` is set (before
 the controller starts), prometheus_client keeps them in files there and :func:`serve_metrics`
@@ -88,6 +91,16 @@ EVALUATION_BACKLOG = Gauge(
     "counterguard_evaluation_backlog",
     "Agents whose stored facts wait for their rule evaluation in this controller (summed over processes).",
     multiprocess_mode="livesum",
+)
+REPORT_QUEUE_WAIT = Histogram(
+    "counterguard_report_queue_seconds",
+    "Time a Report call waited for a thread of the controller's gRPC pool.",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+)
+RULES_YIELDING = Gauge(
+    "counterguard_rules_yielding",
+    "1 while this controller runs one rule evaluation at a time because its answers are slow.",
+    multiprocess_mode="livemax",
 )
 EVALUATION_LAG = Histogram(
     "counterguard_evaluation_lag_seconds",

@@ -16,7 +16,6 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from controller.enrollment import EnrollmentService
 from controller.errors import CounterGuardError
 from controller.grpc_server import SERVICE_NAME, AfterIngest, AgentServicer, BuiltinPolicy, Ingest, PolicyProvider
 from controller.limits import RateLimitInterceptor, RateLimits
+from controller.load import ReportLoad, TimedExecutor
 from controller.metrics import InstrumentedIngest, InstrumentedRules, MetricsInterceptor, MetricsServer, serve_metrics
 from controller.pki import ServerPKI
 from protos.counterguard.v1 import agent_pb2_grpc
@@ -102,10 +102,16 @@ def build_server(
     ingest: Ingest | None = None,
     policies: PolicyProvider | None = None,
     rules: AfterIngest | None = None,
+    load: ReportLoad | None = None,
 ) -> RunningServer:
-    """Bind both ports and mount AgentService, health and reflection; the caller starts it."""
+    """Bind both ports and mount AgentService, health and reflection; the caller starts it.
+
+    ``load`` (default: from the settings) sheds Reports that waited too long for a thread.
+    """
+    limits = RateLimits.from_settings(settings)
+    load = load or ReportLoad.from_settings(settings)
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.max_workers, thread_name_prefix="grpc"),
+        TimedExecutor(max_workers=settings.max_workers, thread_name_prefix="grpc"),
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             # gRPC sets SO_REUSEPORT by default: a second controller would silently share the port.
@@ -113,7 +119,7 @@ def build_server(
             ("grpc.so_reuseport", 1 if settings.reuse_port or settings.workers > 1 else 0),
         ],
         # Outermost first: every call is measured, rate-limited ones too.
-        interceptors=(MetricsInterceptor(), RateLimitInterceptor(RateLimits.from_settings(settings))),
+        interceptors=(MetricsInterceptor(), RateLimitInterceptor(limits, load=load)),
     )
     key_pair = [(pki.server_key_pem, pki.server_cert_pem)]
     try:
@@ -276,13 +282,16 @@ def run_until(
     from controller.policy.provider import StoredPolicyProvider
     from controller.rules.sweep import Sweeper
 
+    load = ReportLoad.from_settings(settings)
     rules = InstrumentedRules(_rules_service(settings, prepared, clock))
     evaluations = EvaluationQueue(rules, threads=settings.rules_evaluation_threads,
                                   wait_seconds=settings.rules_evaluation_wait_seconds, clock=clock,
-                                  scan_seconds=10.0 if sweep else 0.0)  # one scanner per host, like the sweep
+                                  scan_seconds=10.0 if sweep else 0.0,  # one scanner per host, like the sweep
+                                  pressed=load.pressed)
     try:
         running = build_server(settings, prepared.engine, prepared.pki, clock,
-                               policies=StoredPolicyProvider(prepared.store, clock=clock), rules=evaluations)
+                               policies=StoredPolicyProvider(prepared.store, clock=clock), rules=evaluations,
+                               load=load)
     except BaseException:
         rules.close()  # a rules process started for nothing stops
         raise

@@ -327,3 +327,39 @@ def test_a_program_still_in_use_is_judged_again_with_reports_that_name_no_progra
     assert games(engine, GAMER) == [stopped]
     evaluated, last = marks(engine, GAMER)
     assert evaluated == last
+
+
+def test_while_the_answers_are_slow_one_evaluation_runs_at_a_time_and_no_answer_waits(
+        engine: Engine, clock: Any, rules: RulesService, ingest: IngestService) -> None:
+    gate = Gate(rules, OTHER)
+    slow = threading.Event()
+    slow.set()
+    queue = EvaluationQueue(gate, threads=2, wait_seconds=30, pressed=slow.is_set)
+    queue.start()
+    try:
+        other, facts = Facts(), Facts()
+        clock.now = NOON
+        ingest.ingest(OTHER, heartbeat(other, NOON))
+        assert queue.on_ingest(OTHER, []).new == ()  # a thread is free, but the answer does not wait
+        assert gate.entered.wait(30)  # the other agent's evaluation holds one of the two threads
+
+        sent = game_started(facts, NOON)
+        ingest.ingest(GAMER, sent)
+        assert queue.on_ingest(GAMER, sent).new == ()
+        time.sleep(1.5)  # three looks of the free thread: it leaves the gamer queued while the answers are slow
+        assert gate.calls[GAMER] == 0 and queue.backlog == 1 and games(engine, GAMER) == []
+
+        slow.clear()  # quick again: the free thread judges the gamer while the other evaluation still runs
+        deadline = time.monotonic() + 30
+        while not games(engine, GAMER) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(games(engine, GAMER)) == 1 and marks(engine, GAMER) == (2, 2)
+        assert marks(engine, OTHER) == (0, 1)  # still at the gate
+
+        gate.release()
+        assert queue.idle(30)
+        assert marks(engine, OTHER) == (1, 1)
+        assert [v.rule_id for v in queue.on_ingest(GAMER, []).new] == ["games"]
+    finally:
+        gate.release()
+        queue.stop()
