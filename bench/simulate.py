@@ -347,14 +347,19 @@ async def _run_clients(address: str, ca: bytes, identities: list[Identity], inte
                     except grpc.aio.AioRpcError as exc:
                         wait = throttle_seconds(exc.code(), tuple(exc.trailing_metadata() or ()))
                         if wait is not None and loop.time() + wait < stop_at:
-                            # Refused early by an overloaded controller: like an agent, the same facts after the wait.
+                            # Refused early by an overloaded controller: like an agent, the facts again after the wait.
                             if began >= start + warmup:
                                 result.shed += 1
                             await asyncio.sleep(wait)
+                            # What the workstation observed meanwhile joins the same batch, as in its outbox.
+                            while next_at + interval <= loop.time() and next_at + interval < stop_at:
+                                next_at += interval
+                                now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=shift)
+                                request.facts.extend(station.next_report(now, game_share))
                             continue
                         if began >= start + warmup:
                             result.errors[exc.code().name] = result.errors.get(exc.code().name, 0) + 1
-                        station.sequence -= len(facts)  # a real agent keeps them in its outbox and sends them again
+                        station.sequence -= len(request.facts)  # an agent keeps them in its outbox and sends them again
                         failed = True
                     else:
                         failed = False
@@ -369,7 +374,7 @@ async def _run_clients(address: str, ca: bytes, identities: list[Identity], inte
                     result.first_reports += 1
                 elif began >= start + warmup:
                     result.latencies_ms.append((loop.time() - began) * 1000)
-                    result.facts += len(facts)
+                    result.facts += len(request.facts)
                 first = False
                 next_at += interval
 

@@ -70,7 +70,7 @@ def test_a_report_that_waited_too_long_for_a_thread_is_refused_at_once_with_a_wa
         assert "the controller is overloaded: this report waited" in refused.details()
         assert "(limit 0.3 s); retry in" in refused.details()
         retry_ms = dict(refused.trailing_metadata())[RETRY_AFTER_KEY]
-        assert 1000 <= int(retry_ms) <= 2 * MAX_RETRY_SECONDS * 1000  # at least 1 s, as long again as it waited
+        assert 5000 <= int(retry_ms) <= 2 * MAX_RETRY_SECONDS * 1000  # long against its wait: 5 times, at least 5 s
         assert sorted(held(engine, waiting.agent_id)) == [1]  # nothing of the refused report stored
 
         assert report(waiting_channel, [heartbeat(2, clock())]).acknowledged_sequence == 2  # sent again: taken
@@ -105,12 +105,13 @@ def test_the_pool_tells_each_call_how_long_it_waited_for_a_thread() -> None:
     assert queue_wait() == 0.0  # outside the pool
 
 
-def test_a_report_is_refused_only_past_the_limit_and_told_to_wait_as_long_again_with_jitter() -> None:
-    load = ReportLoad(2.0, 0.1, monotonic=Ticks(), rand=lambda: 0.5)
-    assert load.retry_after(1.9) is None and load.retry_after(2.0) is None and load.shed == 0
-    assert load.retry_after(3.0) == pytest.approx(4.5)  # 3 s · (1 + 0.5)
-    assert load.retry_after(500.0) == pytest.approx(MAX_RETRY_SECONDS / 2 * 1.5)  # bounded
-    assert load.shed == 2
+def test_a_report_is_refused_only_past_the_limit_and_told_to_wait_five_times_as_long_with_jitter() -> None:
+    load = ReportLoad(0.5, 0.1, monotonic=Ticks(), rand=lambda: 0.5)
+    assert load.retry_after(0.4) is None and load.retry_after(0.5) is None and load.shed == 0
+    assert load.retry_after(3.0) == pytest.approx(22.5)  # 5 · 3 s · (1 + 0.5)
+    assert load.retry_after(0.6) == pytest.approx(7.5)  # at least 5 s · (1 + 0.5)
+    assert load.retry_after(500.0) == pytest.approx(MAX_RETRY_SECONDS * 1.5)  # bounded
+    assert load.shed == 3
     assert ReportLoad(0, 0.1).retry_after(500.0) is None  # 0: never refused
 
 
