@@ -63,11 +63,11 @@ class Settings:
     # (whose one write lock a niced process would hold up every report with).
     rules_evaluation_process: str = "auto"
     rules_evaluation_niceness: int = 10
-    # Overload (see controller.load): a Report that waited longer than this for one of the max_workers
-    # threads is refused at once with RESOURCE_EXHAUSTED and a retry-after, instead of running into the
-    # agent's deadline; while Reports take longer than rules_yield_ms on average, one evaluation runs
-    # at a time and no answer waits for one. 0 turns either off.
-    report_queue_limit_ms: int = 2000
+    # Overload (see controller.load): while this many calls wait for one of the max_workers threads, a
+    # new Report is refused at once with RESOURCE_EXHAUSTED and a retry-after, instead of queueing into
+    # the agent's deadline; while Reports take longer than rules_yield_ms on average, one evaluation
+    # runs at a time and no answer waits for one. 0 turns either off.
+    report_queue_limit: int = 64
     rules_yield_ms: int = 100
     # Per-agent limits on Report (token buckets in each controller process, see controller.limits);
     # a rate of 0 turns that limit off. A batch larger than the fact burst waits for a full bucket.

@@ -8,8 +8,8 @@ sends the same facts again, so nothing is lost and one broken workstation cannot
 FetchPolicy has a bucket of its own per agent (an agent asks at start and now and then; a loop asking
 without pause is refused the same way and keeps the policy it has).
 
-Before the buckets, a Report that waited too long for a thread is refused the same way when the
-controller is overloaded (:mod:`controller.load`).
+Before all that, as a Report arrives, it is refused the same way while too many calls wait for a
+thread of this controller process (:mod:`controller.load`).
 
 Enroll comes before any certificate, from an address: each address has a bucket of **failed**
 enrolments (a wrong, used-up or expired token, a bad request). While it is empty, Enroll from that
@@ -186,6 +186,10 @@ class RateLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if handler is None or handler.unary_unary is None or not details.method.startswith(METHOD_PREFIX):
             return handler
         behavior, parse = handler.unary_unary, handler.request_deserializer
+        if details.method == REPORT_METHOD and self._load is not None:
+            retry = self._load.retry_after()  # decided as the call arrives, before it queues
+            if retry is not None:
+                return self._overloaded(self._load, retry, handler.response_serializer)
         reason = undecodable(details.method[len(METHOD_PREFIX):])
 
         def parsed(raw: bytes, context: grpc.ServicerContext) -> Any:
@@ -238,15 +242,22 @@ class RateLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             context.abort(grpc.StatusCode.UNAUTHENTICATED, NO_CERTIFICATE)
         if self._load is None:
             return self._allowed(behavior, parse, raw, context, agent)
-        retry = self._load.retry_after(waited)
-        if retry is not None:
-            self._refuse(context, "(overload)", retry,
-                         f"the controller is overloaded: this report waited {waited:.1f} s for a thread "
-                         f"(limit {self._load.queue_limit:g} s)", "Report")
         try:
             return self._allowed(behavior, parse, raw, context, agent)
         finally:
             self._load.observe(queue_wait())
+
+    def _overloaded(self, load: ReportLoad, retry: float, serializer: Any) -> grpc.RpcMethodHandler:
+        """A Report handler that refuses the call at once, from the refusals' own thread."""
+        waiting = load.waiting
+
+        def refuse(raw: bytes, context: grpc.ServicerContext) -> Any:
+            self._refuse(context, "(overload)", retry,
+                         f"the controller is overloaded: {waiting} calls wait for a thread (limit {load.queue_limit})",
+                         "Report")
+
+        refuse.experimental_thread_pool = load.refusals  # type: ignore[attr-defined]  # grpc picks this pool
+        return grpc.unary_unary_rpc_method_handler(refuse, response_serializer=serializer)
 
     def _allowed(
         self, behavior: Callable[[Any, grpc.ServicerContext], Any], parse: Callable[[bytes], Any], raw: bytes,

@@ -1,26 +1,24 @@
 """How loaded this controller process is, measured where calls wait: the gRPC thread pool.
 
-Every call waits for one of the pool's ``max_workers`` threads. While the answers keep up the wait
-is nil; past capacity it is what grows (the work per call stays about the same), until calls run
-into the agents' 30 s deadline, are retried, and the controller spends its time on answers nobody
-waits for any more. :class:`ReportLoad` turns the wait into two decisions:
+Every call waits for one of the pool's ``max_workers`` threads. While the answers keep up nothing
+waits; past capacity the queue is what grows (the work per call stays about the same), until calls
+run into the agents' deadline, are sent again, and the controller spends its time on answers nobody
+waits for any more. :class:`ReportLoad` turns the queue into two decisions:
 
-- **Shed early.** A Report that waited longer than ``report_queue_limit_ms`` for a thread is refused
-  at once with ``RESOURCE_EXHAUSTED`` and ``retry-after-ms`` (see :mod:`controller.limits`), before
-  it is parsed or anything is stored. The agent keeps the facts in its outbox and sends them, with
-  whatever it observed meanwhile, in one batch after the wait asked for: five times as long as the
-  call waited, 5 to 30 s, and up to twice that with jitter so the refused agents do not come back
-  together. The wait must be long against the time between an agent's reports: refused agents
-  that came back within seconds would add calls to a controller that cannot answer those it has
-  (measured: at 12,000 simulated workstations a 2–4 s wait sent back 270 refused calls a second and
-  let 22 reports a second through).
+- **Refuse early.** While ``report_queue_limit`` calls already wait for a thread, a new Report is
+  refused at once with ``RESOURCE_EXHAUSTED`` and ``retry-after-ms`` (see :mod:`controller.limits`):
+  decided when the call arrives, before it is read, and answered from a thread of its own, so the
+  refusal does not wait behind the queue it is about. The agent keeps the facts in its outbox and
+  sends them, with whatever it observed meanwhile, in one batch after the wait asked for (5 to 30 s,
+  spread at random so the refused agents do not come back together). A queue of that length
+  bounds the wait of the calls it admits to a second or so.
 - **The rules yield.** While the Reports of the last few seconds took on average longer than
   ``rules_yield_ms`` (waiting and handling), :class:`controller.evaluation.EvaluationQueue` runs one
   evaluation at a time and no answer waits for one. Judging falls behind, coalesced per agent,
   instead of taking the database from the answers; it catches up when the load drops.
 
-:class:`TimedExecutor` is the pool: it notes when each call was handed to it, and
-:func:`queue_wait` tells the call, once a thread runs it, how long it waited.
+:class:`TimedExecutor` is the pool: it counts the calls handed to it and not finished, and
+:func:`queue_wait` tells a call, once a thread runs it, how long it waited.
 """
 
 from __future__ import annotations
@@ -38,9 +36,7 @@ from controller.errors import InvalidInput
 
 # The average Report time the rules yield to is taken over about this many seconds.
 PRESSURE_SECONDS = 3.0
-# A refused Report is asked to wait RETRY_FACTOR times as long as it waited for a thread, within these
-# bounds, then up to twice that (jitter).
-RETRY_FACTOR = 5.0
+# A refused Report is asked to come back after a wait drawn evenly from this range (seconds).
 MIN_RETRY_SECONDS = 5.0
 MAX_RETRY_SECONDS = 30.0
 
@@ -48,28 +44,44 @@ _running = threading.local()
 
 
 class TimedExecutor(futures.ThreadPoolExecutor):
-    """A thread pool that lets each call it runs know how long it waited for a thread."""
+    """A thread pool that counts the calls it holds and lets each know how long it waited for a thread."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str = "") -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+        self.threads = max_workers
+        self._held = 0
+        self._count = threading.Lock()
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> futures.Future[Any]:
-        return super().submit(_timed, time.monotonic(), fn, args, kwargs)
+        with self._count:
+            self._held += 1
+        try:
+            return super().submit(self._timed, time.monotonic(), fn, args, kwargs)
+        except BaseException:
+            self._done()
+            raise
 
+    @property
+    def waiting(self) -> int:
+        """Calls handed to the pool that no thread runs yet."""
+        return max(0, self._held - self.threads)
 
-def _timed(queued: float, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    _running.queued = queued
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        _running.queued = None
+    def _timed(self, queued: float, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        _running.queued = queued
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _running.queued = None
+            self._done()
 
-
-def queued_at() -> float | None:
-    """When the call running in this thread was handed to the pool (monotonic); None outside a :class:`TimedExecutor`."""
-    return getattr(_running, "queued", None)
+    def _done(self) -> None:
+        with self._count:
+            self._held -= 1
 
 
 def queue_wait(now: float | None = None) -> float:
     """Seconds the call running in this thread waited for it (0 outside a :class:`TimedExecutor`)."""
-    queued = queued_at()
+    queued = getattr(_running, "queued", None)
     return 0.0 if queued is None else max(0.0, (time.monotonic() if now is None else now) - queued)
 
 
@@ -79,7 +91,7 @@ class ReportLoad:
     ``queue_limit`` and ``yield_after`` are seconds; 0 turns that decision off.
     """
 
-    def __init__(self, queue_limit: float, yield_after: float, *, monotonic: Callable[[], float] = time.monotonic,
+    def __init__(self, queue_limit: int, yield_after: float, *, monotonic: Callable[[], float] = time.monotonic,
                  rand: Callable[[], float] = random.random) -> None:
         if queue_limit < 0 or yield_after < 0:
             raise ValueError(f"load limits cannot be negative, not {queue_limit} and {yield_after}")
@@ -90,25 +102,36 @@ class ReportLoad:
         self._lock = threading.Lock()
         self._average = 0.0  # seconds per Report, decaying over PRESSURE_SECONDS
         self._updated: float | None = None  # when the latest Report was counted
-        self.shed = 0  # Reports refused since start
+        self._pool: TimedExecutor | None = None
+        # Refusals are answered here, not behind the queue they are about.
+        self.refusals = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="grpc-refuse")
+        self.refused = 0  # Reports refused since start
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReportLoad:
         """The limits the settings give; :class:`InvalidInput` names one below 0."""
-        for name in ("report_queue_limit_ms", "rules_yield_ms"):
+        for name in ("report_queue_limit", "rules_yield_ms"):
             if getattr(settings, name) < 0:
                 raise InvalidInput(f"setting {name} must be 0 (off) or more, not {getattr(settings, name)}")
-        return cls(settings.report_queue_limit_ms / 1000, settings.rules_yield_ms / 1000)
+        return cls(settings.report_queue_limit, settings.rules_yield_ms / 1000)
 
-    def retry_after(self, waited: float) -> float | None:
-        """Seconds the Report that waited ``waited`` s for its thread should come back after, or None to serve it."""
-        if not self.queue_limit or waited <= self.queue_limit:
+    def watch(self, pool: TimedExecutor) -> TimedExecutor:
+        """Measure the queue of ``pool`` (the server's); returns it."""
+        self._pool = pool
+        return pool
+
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a thread of the watched pool now."""
+        return self._pool.waiting if self._pool is not None else 0
+
+    def retry_after(self) -> float | None:
+        """Seconds a Report arriving now should come back after, or None to take it (see the module docstring)."""
+        if not self.queue_limit or self.waiting < self.queue_limit:
             return None
-        self.observe(waited)
         with self._lock:
-            self.shed += 1
-        base = min(MAX_RETRY_SECONDS, max(MIN_RETRY_SECONDS, RETRY_FACTOR * waited))
-        return base * (1.0 + self._rand())
+            self.refused += 1
+        return MIN_RETRY_SECONDS + self._rand() * (MAX_RETRY_SECONDS - MIN_RETRY_SECONDS)
 
     def observe(self, seconds: float) -> None:
         """Count one Report that took ``seconds`` from reaching the pool to its answer."""

@@ -19,7 +19,7 @@
   ``counterguard_evaluation_lag_seconds`` (queued → evaluated), set by
   :class:`controller.evaluation.EvaluationQueue`.
 - ``counterguard_report_queue_seconds``: how long each Report waited for a thread of the gRPC pool
-  (past ``report_queue_limit_ms`` it is refused, see :mod:`controller.load`), and
+  (see :mod:`controller.load`), and
   ``counterguard_rules_yielding`` (1 while the rules yield to the answers).
 
 Metrics live in the process's default registry. When ``$PROMETHEUS_MULTIPROC_DIR`` is set (before
@@ -133,6 +133,8 @@ class MetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 RPCS.labels(method, code.name).inc()
                 RPC_DURATION.labels(method, code.name).observe(time.perf_counter() - started)
 
+        if hasattr(behavior, "experimental_thread_pool"):  # a call answered from a pool of its own stays there
+            measured.experimental_thread_pool = behavior.experimental_thread_pool  # type: ignore[attr-defined]
         return grpc.unary_unary_rpc_method_handler(
             measured,
             request_deserializer=handler.request_deserializer,

@@ -106,12 +106,12 @@ def build_server(
 ) -> RunningServer:
     """Bind both ports and mount AgentService, health and reflection; the caller starts it.
 
-    ``load`` (default: from the settings) sheds Reports that waited too long for a thread.
+    ``load`` (default: from the settings) refuses Reports while too many calls wait for a thread.
     """
     limits = RateLimits.from_settings(settings)
     load = load or ReportLoad.from_settings(settings)
     server = grpc.server(
-        TimedExecutor(max_workers=settings.max_workers, thread_name_prefix="grpc"),
+        load.watch(TimedExecutor(max_workers=settings.max_workers, thread_name_prefix="grpc")),
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             # gRPC sets SO_REUSEPORT by default: a second controller would silently share the port.

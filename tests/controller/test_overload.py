@@ -1,4 +1,4 @@
-"""Overload: Reports that waited too long for a thread are refused early; the average the rules yield to.
+"""Overload: Reports refused early while calls queue for a thread; the average the rules yield to.
 
 Real gRPC with real certificates on each database back end; the controller gets one thread, which a
 Report waiting for a database lock the test holds keeps busy, so the next Report waits in the pool's
@@ -8,6 +8,7 @@ queue as it would behind a crowd.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Iterator
 
@@ -19,7 +20,7 @@ from sqlalchemy.engine import Engine
 from controller.config import ConfigError, Settings, load_settings
 from controller.errors import InvalidInput
 from controller.limits import RETRY_AFTER_KEY
-from controller.load import MAX_RETRY_SECONDS, ReportLoad, TimedExecutor, queue_wait
+from controller.load import MAX_RETRY_SECONDS, MIN_RETRY_SECONDS, ReportLoad, TimedExecutor, queue_wait
 from controller.models import Agent
 from controller.pki import ServerPKI
 from controller.server import RunningServer, build_server
@@ -31,50 +32,53 @@ from tests.controller.test_grpc_server import (  # noqa: F401 - fixtures
     heartbeat,
     mtls,
     report,
+    rpc_error,
     settings,
 )
 
 
 @pytest.fixture
 def one_thread(settings: Settings, engine: Engine, pki: ServerPKI, clock) -> Iterator[RunningServer]:
-    """A controller with one gRPC thread that refuses Reports which waited more than 300 ms for it."""
-    server = build_server(dataclasses.replace(settings, max_workers=1, report_queue_limit_ms=300), engine, pki, clock)
+    """A controller with one gRPC thread that refuses Reports while one call already waits for it."""
+    server = build_server(dataclasses.replace(settings, max_workers=1, report_queue_limit=1), engine, pki, clock)
     server.start()
     yield server
     server.stop(None)
 
 
-def test_a_report_that_waited_too_long_for_a_thread_is_refused_at_once_with_a_wait_and_nothing_stored(
+def test_while_calls_wait_for_a_thread_a_new_report_is_refused_at_once_with_a_wait_and_nothing_stored(
     one_thread: RunningServer, pki: ServerPKI, engine: Engine, clock
 ) -> None:
-    busy, waiting = new_agent(one_thread, pki, engine, clock), new_agent(one_thread, pki, engine, clock)
-    with mtls(one_thread, busy) as busy_channel, mtls(one_thread, waiting) as waiting_channel:
-        for channel in (busy_channel, waiting_channel):  # connected, so only the pool's queue delays what follows
+    busy, queued, late = (new_agent(one_thread, pki, engine, clock) for _ in range(3))
+    with mtls(one_thread, busy) as busy_channel, mtls(one_thread, queued) as queued_channel, \
+            mtls(one_thread, late) as late_channel:
+        for channel in (busy_channel, queued_channel, late_channel):  # connected: only the pool delays what follows
             assert report(channel, [heartbeat(1, clock())]).acknowledged_sequence == 1
         with engine.begin() as conn:  # hold the busy agent's row (SQLite: the whole database) as a long report would
             conn.execute(update(Agent).where(Agent.id == busy.agent_id).values(hostname="held"))
             blocked = agent_pb2_grpc.AgentServiceStub(busy_channel).Report.future(
                 agent_pb2.ReportRequest(facts=[heartbeat(2, clock())]), timeout=TIMEOUT)
             time.sleep(0.5)  # the one thread now waits for the lock with the busy agent's report
-            queued = agent_pb2_grpc.AgentServiceStub(waiting_channel).Report.future(
+            waiting = agent_pb2_grpc.AgentServiceStub(queued_channel).Report.future(
                 agent_pb2.ReportRequest(facts=[heartbeat(2, clock())]), timeout=TIMEOUT)
-            time.sleep(0.8)  # ... and the waiting agent's report waits for the thread
-            assert not blocked.done() and not queued.done()
-        started = time.monotonic()
+            time.sleep(0.5)  # ... and this one waits for the thread: the queue is at its limit
 
-        assert blocked.result(TIMEOUT).acknowledged_sequence == 2
-        refused = queued.exception(TIMEOUT)
-        assert time.monotonic() - started < 5  # refused once it had the thread, not after the deadline
+            started = time.monotonic()
+            refused = rpc_error(agent_pb2_grpc.AgentServiceStub(late_channel).Report,
+                                agent_pb2.ReportRequest(facts=[heartbeat(2, clock())]))
+            assert time.monotonic() - started < 5  # answered while the thread is still held, not after the queue
+            assert not blocked.done() and not waiting.done()
 
-        assert refused is not None and refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "the controller is overloaded: this report waited" in refused.details()
-        assert "(limit 0.3 s); retry in" in refused.details()
-        retry_ms = dict(refused.trailing_metadata())[RETRY_AFTER_KEY]
-        assert 5000 <= int(retry_ms) <= 2 * MAX_RETRY_SECONDS * 1000  # long against its wait: 5 times, at least 5 s
-        assert sorted(held(engine, waiting.agent_id)) == [1]  # nothing of the refused report stored
+        assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refused.details().startswith("the controller is overloaded: 1 calls wait for a thread (limit 1); retry in")
+        retry_ms = int(dict(refused.trailing_metadata())[RETRY_AFTER_KEY])
+        assert MIN_RETRY_SECONDS * 1000 <= retry_ms <= MAX_RETRY_SECONDS * 1000
+        assert blocked.result(TIMEOUT).acknowledged_sequence == 2  # the lock let go: the queue is served in order
+        assert waiting.result(TIMEOUT).acknowledged_sequence == 2
+        assert sorted(held(engine, late.agent_id)) == [1]  # nothing of the refused report stored
 
-        assert report(waiting_channel, [heartbeat(2, clock())]).acknowledged_sequence == 2  # sent again: taken
-        assert sorted(held(engine, waiting.agent_id)) == [1, 2]
+        assert report(late_channel, [heartbeat(2, clock())]).acknowledged_sequence == 2  # sent again: taken
+        assert sorted(held(engine, late.agent_id)) == [1, 2]
 
 
 def test_reports_that_find_a_free_thread_are_never_refused(one_thread: RunningServer, pki: ServerPKI,
@@ -96,23 +100,22 @@ class Ticks:
         return self.now
 
 
-def test_the_pool_tells_each_call_how_long_it_waited_for_a_thread() -> None:
+def test_the_pool_counts_the_calls_waiting_for_a_thread_and_tells_each_how_long_it_waited() -> None:
+    gate = threading.Event()
     with TimedExecutor(max_workers=1) as pool:
-        first = pool.submit(time.sleep, 0.3)
-        waited = pool.submit(queue_wait).result(5)
-        first.result(5)
-    assert 0.25 <= waited < 5
+        load = ReportLoad(2, 0.1, rand=lambda: 0.5)
+        load.watch(pool)
+        first = pool.submit(gate.wait, 5)
+        second = pool.submit(queue_wait)
+        assert pool.waiting == 1 and load.retry_after() is None  # one waits: under the limit of 2
+        third = pool.submit(queue_wait)
+        assert pool.waiting == 2 and load.retry_after() == pytest.approx(17.5)  # 5 + 0.5 · (30 - 5)
+        time.sleep(0.3)
+        gate.set()
+        assert first.result(5) and second.result(5) >= 0.25 and third.result(5) >= 0.25
+    assert pool.waiting == 0 and load.retry_after() is None and load.refused == 1
     assert queue_wait() == 0.0  # outside the pool
-
-
-def test_a_report_is_refused_only_past_the_limit_and_told_to_wait_five_times_as_long_with_jitter() -> None:
-    load = ReportLoad(0.5, 0.1, monotonic=Ticks(), rand=lambda: 0.5)
-    assert load.retry_after(0.4) is None and load.retry_after(0.5) is None and load.shed == 0
-    assert load.retry_after(3.0) == pytest.approx(22.5)  # 5 · 3 s · (1 + 0.5)
-    assert load.retry_after(0.6) == pytest.approx(7.5)  # at least 5 s · (1 + 0.5)
-    assert load.retry_after(500.0) == pytest.approx(MAX_RETRY_SECONDS * 1.5)  # bounded
-    assert load.shed == 3
-    assert ReportLoad(0, 0.1).retry_after(500.0) is None  # 0: never refused
+    assert ReportLoad(0, 0.1).retry_after() is None  # 0: never refused
 
 
 def test_the_rules_yield_while_the_recent_average_report_time_is_above_the_limit() -> None:
@@ -134,7 +137,7 @@ def test_the_rules_yield_while_the_recent_average_report_time_is_above_the_limit
 def test_negative_load_limits_are_refused_by_name() -> None:
     with pytest.raises(InvalidInput, match="setting rules_yield_ms must be 0 \\(off\\) or more, not -5"):
         ReportLoad.from_settings(Settings(rules_yield_ms=-5))
-    configured = load_settings(environ={"COUNTERGUARD_REPORT_QUEUE_LIMIT_MS": "750"})
-    assert ReportLoad.from_settings(configured).queue_limit == 0.75
-    with pytest.raises(ConfigError, match="COUNTERGUARD_REPORT_QUEUE_LIMIT_MS: field 'report_queue_limit_ms'"):
-        load_settings(environ={"COUNTERGUARD_REPORT_QUEUE_LIMIT_MS": "soon"})
+    configured = load_settings(environ={"COUNTERGUARD_REPORT_QUEUE_LIMIT": "750"})
+    assert ReportLoad.from_settings(configured).queue_limit == 750
+    with pytest.raises(ConfigError, match="COUNTERGUARD_REPORT_QUEUE_LIMIT: field 'report_queue_limit'"):
+        load_settings(environ={"COUNTERGUARD_REPORT_QUEUE_LIMIT": "soon"})
