@@ -11,7 +11,8 @@ the load.
 
 Printed (measured in this run only): acknowledged reports/s and facts/s, ack latency p50/p95/p99,
 errors by status, Reports refused early for overload (``shed``: ``RESOURCE_EXHAUSTED`` with
-``retry-after-ms``, sent again after the wait as an agent does), and the controller's CPU (% of one core, all its processes) and RSS over time.
+``retry-after-ms``, sent again after the wait as an agent does), and the controller's CPU (% of one
+core, all its processes) and RSS over time.
 
 The controller acknowledges a Report once its facts are committed and judges them with the rules
 afterwards, off the acknowledgement path. So the simulator also reads the *evaluation backlog* from the
@@ -698,14 +699,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(figures, ensure_ascii=False) if args.json else _line(figures), flush=True)
         if args.sample_every > 0 and not args.json:
             print(_trend(figures), flush=True)
-        ok = (not figures["errors"] and not figures["shed"] and float(figures["p99_ms"]) < args.p99_ms  # type: ignore[arg-type]
+        ok = (not figures["errors"] and not figures["shed"]
+              and float(figures["p99_ms"]) < args.p99_ms  # type: ignore[arg-type]
               and figures["caught_up_s"] is not None)
         if not args.find_max:
             return 0 if not figures["errors"] and not figures["shed"] else 1
         if not ok:
             break
         held = figures
-    print(f"largest fleet that held p99 < {args.p99_ms:.0f} ms with no errors and the rules caught up: "
+    print(f"largest fleet that held p99 < {args.p99_ms:.0f} ms with no errors or refusals and the rules caught up: "
           f"{held['agents'] if held else 'none'} workstations at one report per {args.interval:.0f} s")
     return 0
 
@@ -714,7 +716,8 @@ def _line(f: dict[str, object]) -> str:
     return (f"{f['agents']:>6} workstations, 1 report/{f['interval_s']:.0f} s: {f['reports_per_s']} reports/s, "
             f"{f['facts_per_s']} facts/s acked; latency p50 {f['p50_ms']} ms, p95 {f['p95_ms']} ms, "
             f"p99 {f['p99_ms']} ms; errors {f['errors'] or 'none'}; "
-            f"refused for overload and sent again after the wait: {f['shed'] or 'none'}; controller CPU {f['controller_cpu_percent']} % "
+            f"refused for overload and sent again after the wait: {f['shed'] or 'none'}; "
+            f"controller CPU {f['controller_cpu_percent']} % "
             f"of one core, RSS max {f['controller_rss_mib_max']} MiB (samples {f['controller_rss_mib']}); "
             f"enrolment of all took {f['enrol_s']} s; evaluation backlog max {f['backlog_max']} agents "
             f"(oldest {f['backlog_age_max_s']} s), {f['backlog_at_end']} at the end of the load, "

@@ -240,12 +240,11 @@ class RateLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         agent = _certificate_name(context)
         if not agent:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, NO_CERTIFICATE)
-        if self._load is None:
-            return self._allowed(behavior, parse, raw, context, agent)
         try:
             return self._allowed(behavior, parse, raw, context, agent)
         finally:
-            self._load.observe(queue_wait())
+            if self._load is not None:
+                self._load.observe(queue_wait())
 
     def _overloaded(self, load: ReportLoad, retry: float, serializer: Any) -> grpc.RpcMethodHandler:
         """A Report handler that refuses the call at once, from the refusals' own thread."""

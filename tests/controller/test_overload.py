@@ -70,7 +70,8 @@ def test_while_calls_wait_for_a_thread_a_new_report_is_refused_at_once_with_a_wa
             assert not blocked.done() and not waiting.done()
 
         assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert refused.details().startswith("the controller is overloaded: 1 calls wait for a thread (limit 1); retry in")
+        assert refused.details().startswith(
+            "the controller is overloaded: 1 calls wait for a thread (limit 1); retry in")
         retry_ms = int(dict(refused.trailing_metadata())[RETRY_AFTER_KEY])
         assert MIN_RETRY_SECONDS * 1000 <= retry_ms <= MAX_RETRY_SECONDS * 1000
         assert blocked.result(TIMEOUT).acknowledged_sequence == 2  # the lock let go: the queue is served in order
