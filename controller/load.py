@@ -10,8 +10,9 @@ waits for any more. :class:`ReportLoad` turns the queue into two decisions:
   decided when the call arrives, before it is read, and answered from a thread of its own, so the
   refusal does not wait behind the queue it is about. The agent keeps the facts in its outbox and
   sends them, with whatever it observed meanwhile, in one batch after the wait asked for (5 to 30 s,
-  spread at random so the refused agents do not come back together). A queue of that length
-  bounds the wait of the calls it admits to a second or so.
+  spread at random so the refused agents do not come back together). By reckoning (not measured),
+  a queue of that length holds the calls it admits about a second at the 60–80 Reports a second one
+  worker answered in the fleet simulator.
 - **The rules yield.** While the Reports of the last few seconds took on average longer than
   ``rules_yield_ms`` (waiting and handling), :class:`controller.evaluation.EvaluationQueue` runs one
   evaluation at a time and no answer waits for one. Judging falls behind, coalesced per agent,
@@ -79,10 +80,10 @@ class TimedExecutor(futures.ThreadPoolExecutor):
             self._held -= 1
 
 
-def queue_wait(now: float | None = None) -> float:
-    """Seconds the call running in this thread waited for it (0 outside a :class:`TimedExecutor`)."""
+def queue_wait() -> float:
+    """Seconds since the call running in this thread was handed to the pool (0 outside a :class:`TimedExecutor`)."""
     queued = getattr(_running, "queued", None)
-    return 0.0 if queued is None else max(0.0, (time.monotonic() if now is None else now) - queued)
+    return 0.0 if queued is None else max(0.0, time.monotonic() - queued)
 
 
 class ReportLoad:
@@ -105,7 +106,6 @@ class ReportLoad:
         self._pool: TimedExecutor | None = None
         # Refusals are answered here, not behind the queue they are about.
         self.refusals = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="grpc-refuse")
-        self.refused = 0  # Reports refused since start
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReportLoad:
@@ -129,8 +129,6 @@ class ReportLoad:
         """Seconds a Report arriving now should come back after, or None to take it (see the module docstring)."""
         if not self.queue_limit or self.waiting < self.queue_limit:
             return None
-        with self._lock:
-            self.refused += 1
         return MIN_RETRY_SECONDS + self._rand() * (MAX_RETRY_SECONDS - MIN_RETRY_SECONDS)
 
     def observe(self, seconds: float) -> None:

