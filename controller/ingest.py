@@ -12,25 +12,36 @@ The agent's row keeps that highest sequence (``last_sequence``), so a live batch
 above it) needs no look at the facts already held. When the caller passes the fingerprint of the
 certificate the agent presented, it is checked against the agent's row under the same lock: one
 transaction both authenticates the batch and stores it.
+
+Batches of different agents that arrive together share that transaction (group commit, see
+:class:`IngestService`): a few statements and one commit for many Reports.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import logging
+import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.message import Message
-from sqlalchemy import select, update
+from sqlalchemy import BigInteger, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from controller.agents import check_certificate
 from controller.clock import Clock, utc_now
 from controller.convert import fact_to_row, timestamp_is_valid
-from controller.errors import InvalidInput, NotFound, Unauthenticated
+from controller.errors import CounterGuardError, InvalidInput, NotFound, Unauthenticated
 from controller.models import AGENT, FACT
 from protos.counterguard.v1 import facts_pb2
+
+log = logging.getLogger(__name__)
 
 # Sequences are stored in a signed 64-bit column; the wire type is uint64.
 MAX_SEQUENCE = 2**63 - 1
@@ -63,13 +74,40 @@ MAX_OUTBOX_DEPTH = 2**63 - 1
 
 
 class IngestService:
-    """Validates and stores batches of facts; knows nothing of gRPC."""
+    """Validates and stores batches of facts; knows nothing of gRPC.
 
-    def __init__(self, engine: Engine, clock: Clock = utc_now, limits: IngestLimits = IngestLimits()) -> None:
+    Batches of different agents that arrive while a transaction is running are stored together in
+    the next one (group commit): the thread whose batch finds no transaction running stores the
+    queued batches of up to ``group_limit`` agents (one batch per agent, ``group_rows`` facts at most)
+    in one transaction, then hands the queue to the oldest batch still waiting. An agent whose row
+    another transaction holds (its evaluation, or another replica storing its batch), and every batch
+    of a group whose transaction failed other than for an unreachable database, is stored in a
+    transaction of its own by its own thread, so one agent never holds up the others and a fault is
+    reported to the batch that caused it.
+    """
+
+    def __init__(self, engine: Engine, clock: Clock = utc_now, limits: IngestLimits = IngestLimits(),
+                 group_limit: int = 64, group_rows: int = 20_000) -> None:
         self._engine = engine
         self._clock = clock
         self._limits = limits
+        self._group_limit = group_limit
+        self._group_rows = group_rows
         self._insert = _insert_ignoring_duplicates(engine.dialect.name)
+        self._queue: deque[_Batch] = deque()
+        self._queue_lock = threading.Lock()
+        self._storing = False  # a thread is storing a group and will hand the queue on
+        self._group_size = 0  # batches in the group being stored
+
+    @property
+    def queued(self) -> int:
+        """Batches waiting for the transaction that will store them."""
+        return len(self._queue)
+
+    @property
+    def storing(self) -> int:
+        """Batches in the transaction being stored now (0: none)."""
+        return self._group_size
 
     def ingest(self, agent_id: str, facts: Sequence[facts_pb2.Fact], presented: str | None = None,
                outbox_depth: int | None = None) -> IngestResult:
@@ -85,31 +123,179 @@ class IngestService:
         if outbox_depth is not None and not 0 <= outbox_depth <= MAX_OUTBOX_DEPTH:
             raise InvalidInput(f"outbox_depth {outbox_depth} is out of range (0 to {MAX_OUTBOX_DEPTH})")
         received_at = self._clock()
-        rows = [fact_to_row(agent_id, fact, received_at) for fact in facts]
+        batch = _Batch(agent_id, [fact_to_row(agent_id, fact, received_at) for fact in facts], presented,
+                       outbox_depth, received_at)
+        self._wait_for_group(batch)
+        if batch.alone:
+            return self._store_alone(batch)
+        if batch.error is not None:
+            raise batch.error
+        assert batch.result is not None
+        return batch.result
+
+    def _wait_for_group(self, batch: _Batch) -> None:
+        """Queue ``batch`` and return once a group stored it (or sent it to be stored alone); store the
+        queued groups meanwhile whenever this thread holds the queue."""
+        with self._queue_lock:
+            self._queue.append(batch)
+            storing = not self._storing
+            self._storing = True
+        while not batch.finished:
+            if storing:
+                following = self._store_next_group()
+                if following is batch:
+                    continue
+                if following is not None:
+                    following.wake.set()  # it stores the next group
+                storing = False
+                continue
+            batch.wake.wait()
+            batch.wake.clear()
+            storing = not batch.finished  # woken to store the next group
+
+    def _store_next_group(self) -> _Batch | None:
+        """Store the group at the head of the queue; the batch that stores the next one (None: the queue is empty)."""
+        with self._queue_lock:
+            group: list[_Batch] = []
+            deferred: list[_Batch] = []  # a second batch of an agent in the group waits, in order, for the next
+            agents: set[str] = set()
+            rows = 0
+            while self._queue and len(group) < self._group_limit:
+                batch = self._queue.popleft()
+                if batch.agent_id in agents:
+                    deferred.append(batch)
+                elif group and rows + len(batch.rows) > self._group_rows:
+                    self._queue.appendleft(batch)
+                    break
+                else:
+                    group.append(batch)
+                    agents.add(batch.agent_id)
+                    rows += len(batch.rows)
+            self._queue.extendleft(reversed(deferred))
+            self._group_size = len(group)
+        self._store_group(group)
+        with self._queue_lock:
+            self._group_size = 0
+            if self._queue:
+                return self._queue[0]
+            self._storing = False
+            return None
+
+    def _store_group(self, group: list[_Batch]) -> None:
+        """Store ``group`` in one transaction and finish each of its batches."""
+        outcomes: list[tuple[_Batch, IngestResult | None, CounterGuardError | None]] = []
+        try:
+            with self._engine.begin() as conn:
+                _begin_write(conn)
+                locked = {row.id: row for row in conn.execute(self._lock_many, {"agents": [b.agent_id for b in group]})}
+                new_rows: list[dict[str, Any]] = []
+                contacts: list[dict[str, Any]] = []
+                for batch in group:
+                    row = locked.get(batch.agent_id)
+                    if row is None:  # held by another transaction, or unknown: its own thread finds out which
+                        outcomes.append((batch, None, None))
+                        continue
+                    try:
+                        result, stored, contact = self._prepare(conn, batch, row)
+                    except CounterGuardError as exc:
+                        outcomes.append((batch, None, exc))
+                        continue
+                    outcomes.append((batch, result, None))
+                    new_rows += stored
+                    contacts.append(contact)
+                if new_rows:
+                    conn.execute(self._insert, new_rows)
+                if contacts:
+                    conn.execute(self._contact, contacts)
+        except OperationalError as exc:  # the database cannot be used: every batch of the group hears so
+            for batch in group:
+                batch.finish(error=exc)
+            return
+        except Exception:  # noqa: BLE001 - each batch is tried alone, which reports the fault to its own caller
+            log.warning("a group of %d batches could not be stored together; storing each alone", len(group),
+                        exc_info=True)
+            for batch in group:
+                batch.finish(alone=True)
+            return
+        for batch, result, error in outcomes:
+            batch.finish(result=result, error=error, alone=result is None and error is None)
+
+    def _store_alone(self, batch: _Batch) -> IngestResult:
+        """Store ``batch`` in a transaction of its own, waiting for its agent's row if another holds it."""
         with self._engine.begin() as conn:
             _begin_write(conn)
-            held, evaluated = _lock_agent(conn, agent_id, presented)
-            if rows and rows[0]["sequence"] > held:  # a live batch: nothing of it can be held yet
-                new_rows, conflicts = rows, ()
-            else:
-                new_rows, conflicts = _without_held(conn, agent_id, rows)
+            row = conn.execute(self._lock_one, {"agent": batch.agent_id}).one_or_none()
+            result, new_rows, contact = self._prepare(conn, batch, row)
             if new_rows:
                 conn.execute(self._insert, new_rows)
-            acknowledged = max(held, max((row["sequence"] for row in new_rows), default=0))
-            contact: dict[str, Any] = {"last_seen_at": received_at, "last_sequence": acknowledged}
-            if outbox_depth is not None:
-                contact["outbox_depth"] = outbox_depth
-            if new_rows and new_rows[0]["sequence"] <= evaluated:
-                # Facts numbered below the evaluation mark arrived after later ones were judged (the agent's
-                # batches reached two replicas out of order): move the mark back so they are judged too.
-                contact["evaluated_sequence"] = new_rows[0]["sequence"] - 1
-            conn.execute(update(AGENT).where(AGENT.c.id == agent_id).values(contact))
-        return IngestResult(
-            acknowledged,
-            stored=len(new_rows),
-            duplicates=len(rows) - len(new_rows) - len(conflicts),
-            conflicts=conflicts,
-        )
+            conn.execute(self._contact, contact)
+        return result
+
+    def _prepare(self, conn: Connection, batch: _Batch, row: Any) -> tuple[IngestResult, list[dict[str, Any]],
+                                                                            dict[str, Any]]:
+        """What storing ``batch`` under the lock of its agent's ``row`` writes: the outcome, the new fact rows and
+        the agent's contact (parameters of ``_contact``). Raises for an agent that may not report."""
+        if batch.presented is not None:
+            check_certificate(batch.agent_id, batch.presented, row)
+        if row is None:
+            raise NotFound(f"no agent {batch.agent_id!r}")
+        if row.revoked_at is not None:
+            raise Unauthenticated(f"agent {batch.agent_id!r} was revoked")
+        held, evaluated = int(row.last_sequence), int(row.evaluated_sequence)
+        rows = batch.rows
+        if rows and rows[0]["sequence"] > held:  # a live batch: nothing of it can be held yet
+            new_rows, conflicts = rows, ()
+        else:
+            new_rows, conflicts = _without_held(conn, batch.agent_id, rows)
+        acknowledged = max(held, max((r["sequence"] for r in new_rows), default=0))
+        if new_rows and new_rows[0]["sequence"] <= evaluated:
+            # Facts numbered below the evaluation mark arrived after later ones were judged (the agent's
+            # batches reached two replicas out of order): move the mark back so they are judged too.
+            evaluated = new_rows[0]["sequence"] - 1
+        contact = {"agent": batch.agent_id, "seen": batch.received_at, "held": acknowledged, "evaluated": evaluated,
+                   "depth": batch.outbox_depth}
+        result = IngestResult(acknowledged, stored=len(new_rows),
+                              duplicates=len(rows) - len(new_rows) - len(conflicts), conflicts=conflicts)
+        return result, new_rows, contact
+
+    # Built once: statements are the dearest part of a batch to build.
+    _LOCKED_COLUMNS = (AGENT.c.id, AGENT.c.revoked_at, AGENT.c.revoked_reason, AGENT.c.cert_fingerprint,
+                       AGENT.c.last_sequence, AGENT.c.evaluated_sequence)
+    # On PostgreSQL ``FOR NO KEY UPDATE``: it excludes other ingests and evaluations of the agent but, unlike
+    # ``FOR UPDATE``, not inserts elsewhere that reference the agent. On SQLite the transaction already holds
+    # the database's write lock (see :func:`_begin_write`). A group skips the rows other transactions hold.
+    _lock_one = select(*_LOCKED_COLUMNS).where(AGENT.c.id == bindparam("agent")).with_for_update(key_share=True)
+    _lock_many = (select(*_LOCKED_COLUMNS).where(AGENT.c.id.in_(bindparam("agents", expanding=True)))
+                  .with_for_update(key_share=True, skip_locked=True))
+    # The agent's contact: last seen, highest sequence held, evaluation mark, and the outbox depth when it said.
+    _contact = update(AGENT).where(AGENT.c.id == bindparam("agent")).values(
+        last_seen_at=bindparam("seen", type_=AGENT.c.last_seen_at.type),
+        last_sequence=bindparam("held", type_=BigInteger),
+        evaluated_sequence=bindparam("evaluated", type_=BigInteger),
+        outbox_depth=func.coalesce(bindparam("depth", type_=BigInteger), AGENT.c.outbox_depth),
+    )
+
+
+@dataclass(eq=False)
+class _Batch:
+    """One Report's batch on its way through the group commit."""
+
+    agent_id: str
+    rows: list[dict[str, Any]]
+    presented: str | None
+    outbox_depth: int | None
+    received_at: dt.datetime
+    wake: threading.Event = dataclasses.field(default_factory=threading.Event)
+    finished: bool = False
+    alone: bool = False  # to be stored in a transaction of its own, by the thread that brought it
+    result: IngestResult | None = None
+    error: BaseException | None = None
+
+    def finish(self, result: IngestResult | None = None, error: BaseException | None = None,
+               alone: bool = False) -> None:
+        self.result, self.error, self.alone = result, error, alone
+        self.finished = True
+        self.wake.set()
 
 
 def validate_batch(facts: Sequence[facts_pb2.Fact], limits: IngestLimits) -> None:
@@ -224,29 +410,6 @@ def _begin_write(conn: Connection) -> None:
     """
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _lock_agent(conn: Connection, agent_id: str, presented: str | None) -> tuple[int, int]:
-    """Lock the agent's row until commit, so one batch of an agent is stored at a time; the highest
-    sequence it holds and the highest its evaluations marked (``evaluated_sequence``). With
-    ``presented``, also check the certificate (see :func:`check_certificate`).
-
-    On PostgreSQL ``FOR NO KEY UPDATE``: it excludes other ingests of this agent but, unlike
-    ``FOR UPDATE``, not inserts elsewhere that reference the agent. On SQLite the transaction
-    already holds the database's write lock (see :func:`_begin_write`).
-    """
-    row = conn.execute(
-        select(AGENT.c.revoked_at, AGENT.c.revoked_reason, AGENT.c.cert_fingerprint, AGENT.c.last_sequence,
-               AGENT.c.evaluated_sequence)
-        .where(AGENT.c.id == agent_id).with_for_update(key_share=True)
-    ).one_or_none()
-    if presented is not None:
-        check_certificate(agent_id, presented, row)
-    if row is None:
-        raise NotFound(f"no agent {agent_id!r}")
-    if row.revoked_at is not None:
-        raise Unauthenticated(f"agent {agent_id!r} was revoked")
-    return int(row.last_sequence), int(row.evaluated_sequence)
 
 
 def _without_held(
