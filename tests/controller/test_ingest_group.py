@@ -1,5 +1,8 @@
 """Group commit: batches of different agents that arrive during a transaction are stored together in the next.
 
+It is on by default on PostgreSQL only; the tests turn it on for SQLite too, so its handling of every case
+is checked on both back ends.
+
 The tests hold the database's writes (SQLite: its write lock; PostgreSQL: a lock on the fact table) so
 that one group's transaction stays open while other batches arrive, then count the transactions.
 """
@@ -76,7 +79,7 @@ def test_batches_arriving_during_a_transaction_are_stored_together_in_the_next(e
                                                                                 clock) -> None:
     for agent_id in ("ag-a", "ag-b", "ag-c", "ag-d"):
         add_agent(engine, agent_id)
-    service = IngestService(engine, clock)
+    service = IngestService(engine, clock, group_limit=64)
 
     with ThreadPoolExecutor(8) as pool, counted_commits(engine) as commits:
         with writes_held(database_url):
@@ -109,7 +112,7 @@ def test_a_batch_that_may_not_be_stored_is_refused_without_holding_back_its_grou
     add_agent(engine, "ag-good")
     add_agent(engine, "ag-other")
     add_agent(engine, "ag-revoked", revoked=True)
-    service = IngestService(engine, clock)
+    service = IngestService(engine, clock, group_limit=64)
 
     with ThreadPoolExecutor(8) as pool:
         with writes_held(database_url):
@@ -147,7 +150,7 @@ def test_an_agent_whose_row_another_transaction_holds_does_not_hold_up_the_other
         upgrade(engine)
         add_agent(engine, "ag-busy")
         add_agent(engine, "ag-free")
-        service = IngestService(engine, clock)
+        service = IngestService(engine, clock, group_limit=64)
         with ThreadPoolExecutor(4) as pool:
             with engine.begin() as conn:  # as an evaluation of the busy agent would
                 conn.execute(update(Agent).where(Agent.id == "ag-busy").values(hostname="held"))
@@ -167,7 +170,7 @@ def test_a_group_whose_transaction_fails_is_stored_batch_by_batch(engine: Engine
     in a transaction of its own, so the fault reaches the batch that causes it and no other."""
     for agent_id in ("ag-a", "ag-b", "ag-c"):
         add_agent(engine, agent_id)
-    service = IngestService(engine, clock)
+    service = IngestService(engine, clock, group_limit=64)
 
     def refuse_mixed_inserts(_conn: Any, _cursor: Any, statement: str, _parameters: Any, context: Any,
                              executemany: bool) -> None:
@@ -195,7 +198,7 @@ def test_many_agents_at_once_store_every_fact_once(engine: Engine, clock) -> Non
     agents = [f"ag-{n:02}" for n in range(24)]
     for agent_id in agents:
         add_agent(engine, agent_id)
-    service = IngestService(engine, clock)
+    service = IngestService(engine, clock, group_limit=64)
     batches = [(agent_id, range(start, start + 3)) for start in (1, 4, 7) for agent_id in agents]
     barrier = threading.Barrier(len(agents))
 
@@ -209,3 +212,24 @@ def test_many_agents_at_once_store_every_fact_once(engine: Engine, clock) -> Non
 
     assert acknowledged == [[3, 6, 9]] * len(agents)
     assert all(stored_facts(engine, a) == [(s, "process_started") for s in range(1, 10)] for a in agents)
+
+
+def test_by_default_batches_are_grouped_on_postgresql_only(engine: Engine, database_url: str, clock) -> None:
+    for agent_id in ("ag-a", "ag-b", "ag-c"):
+        add_agent(engine, agent_id)
+    service = IngestService(engine, clock)
+
+    with ThreadPoolExecutor(4) as pool, counted_commits(engine) as commits:
+        with writes_held(database_url):
+            first = send(pool, service, "ag-a", range(1, 2), clock)
+            if engine.dialect.name == "postgresql":
+                wait_until(lambda: service.storing == 1, "the first transaction waits")
+                rest = [send(pool, service, a, range(1, 2), clock) for a in ("ag-b", "ag-c")]
+                wait_until(lambda: service.queued == 2, "both have arrived")
+            else:  # each Report waits for SQLite's write lock itself
+                rest = [send(pool, service, a, range(1, 2), clock) for a in ("ag-b", "ag-c")]
+                time.sleep(0.5)
+                assert service.queued == 0 and service.storing == 0
+        assert [f.result(TIMEOUT).acknowledged_sequence for f in (first, *rest)] == [1, 1, 1]
+
+    assert commits[0] == (2 if engine.dialect.name == "postgresql" else 3)
