@@ -151,19 +151,15 @@ class IngestService:
             self._storing = True
         while not batch.finished:
             if storing:
-                following = self._store_next_group()
-                if following is batch:
-                    continue
-                if following is not None:
-                    following.wake.set()  # it stores the next group
-                storing = False
+                storing = self._store_next_group(batch)
                 continue
             batch.wake.wait()
             batch.wake.clear()
             storing = not batch.finished  # woken to store the next group
 
-    def _store_next_group(self) -> _Batch | None:
-        """Store the group at the head of the queue; the batch that stores the next one (None: the queue is empty)."""
+    def _store_next_group(self, own: _Batch) -> bool:
+        """Store the group at the head of the queue and wake the batch that stores the next one; whether that is
+        ``own``, the batch of this thread."""
         with self._queue_lock:
             group: list[_Batch] = []
             deferred: list[_Batch] = []  # a second batch of an agent in the group waits, in order, for the next
@@ -182,13 +178,21 @@ class IngestService:
                     rows += len(batch.rows)
             self._queue.extendleft(reversed(deferred))
             self._group_size = len(group)
-        self._store_group(group)
-        with self._queue_lock:
-            self._group_size = 0
-            if self._queue:
-                return self._queue[0]
-            self._storing = False
-            return None
+        following = None
+        try:
+            self._store_group(group)
+        finally:  # whatever happened, no batch is left waiting and the queue goes on
+            for batch in group:
+                if not batch.finished:
+                    batch.finish(alone=True)
+            with self._queue_lock:
+                self._group_size = 0
+                following = self._queue[0] if self._queue else None
+                if following is None:
+                    self._storing = False
+            if following is not None and following is not own:
+                following.wake.set()
+        return following is own
 
     def _store_group(self, group: list[_Batch]) -> None:
         """Store ``group`` in one transaction and finish each of its batches."""
