@@ -354,6 +354,8 @@ def serve(settings: Settings, clock: Clock = utc_now) -> int:
     if settings.workers < 1:
         raise CounterGuardError(f"the number of worker processes must be at least 1, got {settings.workers}")
     settings.evaluates_in_a_process()  # a wrong choice fails here, not in a worker
+    RateLimits.from_settings(settings)  # so do wrong limits, before the database is migrated or created
+    ReportLoad.from_settings(settings)
     clock = _clock_for_tests(clock)
     if settings.workers > 1:
         from controller.supervisor import supervise

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 COUNTERGUARD = str(Path(sys.executable).parent / "counterguard")
 
 
@@ -48,3 +50,19 @@ def test_an_unknown_place_for_the_rules_evaluation_is_named_with_the_choices(tmp
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert ("$COUNTERGUARD_RULES_EVALUATION_PROCESS: field 'rules_evaluation_process': expected one of auto, "
             "process, threads, got 'elsewhere'") in result.stderr
+
+
+@pytest.mark.parametrize("variable, sentence", [
+    ("COUNTERGUARD_REPORT_QUEUE_LIMIT=-1", "setting report_queue_limit must be 0 (off) or more, not -1"),
+    ("COUNTERGUARD_AGENT_REPORT_BURST=0",
+     "setting agent_report_burst must be at least 1 while agent_reports_per_second is above 0, not 0"),
+])
+def test_a_wrong_limit_stops_serve_before_it_creates_the_database(tmp_path: Path, variable: str,
+                                                                   sentence: str) -> None:
+    name, value = variable.split("=")
+    result = subprocess.run([COUNTERGUARD, "--data-dir", str(tmp_path), "serve", "--listen", "127.0.0.1:0",
+                             "--enroll-listen", "127.0.0.1:0"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, name: value})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert sentence in result.stderr
+    assert list(tmp_path.iterdir()) == []  # no database, no certificates
