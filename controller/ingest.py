@@ -24,7 +24,7 @@ import datetime as dt
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,11 +89,14 @@ class IngestService:
     write lock serves the whole database, and a group's one waiter for it (backing off while the rules'
     evaluations hold it) stored fewer reports per second than each Report waiting for it itself
     (``bench/ingest.py``: 80 against 112 reports/s). A ``group_limit`` of 1 stores every batch alone.
+    ``on_group`` is told the size of every group (the controller's metrics).
     """
 
     def __init__(self, engine: Engine, clock: Clock = utc_now, limits: IngestLimits = IngestLimits(),
-                 group_limit: int | None = None, group_rows: int = 20_000) -> None:
+                 group_limit: int | None = None, group_rows: int = 20_000,
+                 on_group: Callable[[int], None] = lambda size: None) -> None:
         self._engine = engine
+        self._on_group = on_group  # told the number of batches of each group stored
         self._clock = clock
         self._limits = limits
         if group_limit is None:
@@ -180,6 +183,7 @@ class IngestService:
             self._group_size = len(group)
         following = None
         try:
+            self._on_group(len(group))
             self._store_group(group)
         finally:  # whatever happened, no batch is left waiting and the queue goes on
             for batch in group:

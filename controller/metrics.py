@@ -92,6 +92,11 @@ EVALUATION_BACKLOG = Gauge(
     "Agents whose stored facts wait for their rule evaluation in this controller (summed over processes).",
     multiprocess_mode="livesum",
 )
+INGEST_GROUP = Histogram(
+    "counterguard_ingest_group_reports",
+    "Reports whose facts were stored together in one transaction (group commit, PostgreSQL).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 REPORT_QUEUE_WAIT = Histogram(
     "counterguard_report_queue_seconds",
     "Time a Report call waited for a thread of the controller's gRPC pool.",

@@ -35,7 +35,14 @@ from controller.errors import CounterGuardError
 from controller.grpc_server import SERVICE_NAME, AfterIngest, AgentServicer, BuiltinPolicy, Ingest, PolicyProvider
 from controller.limits import RateLimitInterceptor, RateLimits
 from controller.load import ReportLoad, TimedExecutor
-from controller.metrics import InstrumentedIngest, InstrumentedRules, MetricsInterceptor, MetricsServer, serve_metrics
+from controller.metrics import (
+    INGEST_GROUP,
+    InstrumentedIngest,
+    InstrumentedRules,
+    MetricsInterceptor,
+    MetricsServer,
+    serve_metrics,
+)
 from controller.pki import ServerPKI
 from protos.counterguard.v1 import agent_pb2_grpc
 
@@ -137,7 +144,8 @@ def build_server(
         from controller.ingest import IngestLimits, IngestService
 
         ingest = IngestService(
-            engine, clock=clock, limits=IngestLimits(max_facts_per_batch=settings.max_facts_per_batch)
+            engine, clock=clock, limits=IngestLimits(max_facts_per_batch=settings.max_facts_per_batch),
+            on_group=INGEST_GROUP.observe,
         )
     servicer = AgentServicer(
         enrollment=EnrollmentService(engine, pki, clock, settings.client_cert_days),

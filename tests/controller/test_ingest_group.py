@@ -79,7 +79,8 @@ def test_batches_arriving_during_a_transaction_are_stored_together_in_the_next(e
                                                                                 clock) -> None:
     for agent_id in ("ag-a", "ag-b", "ag-c", "ag-d"):
         add_agent(engine, agent_id)
-    service = IngestService(engine, clock, group_limit=64)
+    groups: list[int] = []
+    service = IngestService(engine, clock, group_limit=64, on_group=groups.append)
 
     with ThreadPoolExecutor(8) as pool, counted_commits(engine) as commits:
         with writes_held(database_url):
@@ -97,7 +98,7 @@ def test_batches_arriving_during_a_transaction_are_stored_together_in_the_next(e
 
     assert [r.acknowledged_sequence for r in results] == [2, 3, 1, 5, 4]
     assert [r.stored for r in results] == [2, 3, 1, 2, 4]
-    assert commits[0] == 3  # a; then b's first batch, c and d together; then b's second batch
+    assert commits[0] == 3 and groups == [1, 3, 1]  # a; then b's first batch, c and d together; then b's second
     assert stored_facts(engine, "ag-b") == [(s, "process_started") for s in range(1, 6)]
     assert [stored_facts(engine, a) for a in ("ag-a", "ag-c", "ag-d")] == [
         [(s, "process_started") for s in range(1, n + 1)] for n in (2, 1, 4)]

@@ -138,6 +138,10 @@ def test_reports_facts_violations_outbox_totals_and_sweeps_are_counted(
     # One report said 250 facts wait behind it (the first said nothing, like an older agent).
     assert moved(before, after, "counterguard_agent_outbox_depth_facts_count") == 1
     assert moved(before, after, "counterguard_agent_outbox_depth_facts_sum") == 250
+    # On PostgreSQL each stored report was a group of its own (nothing else arrived meanwhile); SQLite never groups.
+    grouped = 2 if engine.dialect.name == "postgresql" else 0
+    assert moved(before, after, "counterguard_ingest_group_reports_count") == grouped
+    assert moved(before, after, "counterguard_ingest_group_reports_sum") == grouped
     assert moved(before, after, "counterguard_agent_outbox_depth_facts_bucket", le="100.0") == 0
     assert moved(before, after, "counterguard_agent_outbox_depth_facts_bucket", le="1000.0") == 1
 
