@@ -178,6 +178,9 @@ def test_two_replicas_store_every_fact_once_and_every_violation_once(
 
     engine = create_engine(postgres_url)
     try:
+        # While the answers are slow (a busy machine) they do not wait for their evaluation: the rules judge the
+        # last rounds after them. Every fact judged, then.
+        wait_for(lambda: _judged(engine, client.agent_id), timeout=120, what="the rules to judge every fact")
         with engine.connect() as conn:
             held = {row.agent_id: row for row in conn.execute(text(
                 "SELECT agent_id, count(*) AS facts, count(DISTINCT sequence) AS numbers, min(sequence) AS low, "
@@ -224,6 +227,13 @@ def test_two_replicas_store_every_fact_once_and_every_violation_once(
     for log in logs:
         for trouble in ("Traceback", "IntegrityError", "evaluating the rules after a report", "sweep of agent"):
             assert trouble not in log
+
+
+def _judged(engine: Any, agent_id: str) -> bool:
+    """Whether the rules have judged every fact the agent's row says is held."""
+    with engine.connect() as conn:
+        return bool(conn.execute(text("SELECT last_sequence = evaluated_sequence FROM agent WHERE id = :a"),
+                                 {"a": agent_id}).scalar_one())
 
 
 def _silent(engine: Any, agents: list[str]) -> list[tuple[str, dt.datetime]] | None:
