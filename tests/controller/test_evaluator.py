@@ -130,6 +130,19 @@ def test_a_child_that_dies_fails_the_calls_it_held_and_is_started_again(
     assert marks(engine, GAMER) == (2, 2)
 
 
+def test_a_child_that_cannot_start_its_rules_service_fails_the_call_with_exit_code_1_and_says_why(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    evaluator = EvaluatorProcess("nosuchdatabase://nowhere", niceness=0, threads=1)
+    try:
+        with pytest.raises(EvaluatorError, match=r"stopped \(exit code 1\) before it answered"):
+            evaluator.backlog()
+    finally:
+        evaluator.close(timeout=10)
+
+    log = capfd.readouterr().err
+    assert "the rules process failed" in log and "nosuchdatabase" in log
+
+
 def test_the_queue_waits_for_the_child_and_the_answer_gets_its_notices(
         evaluator: EvaluatorProcess, engine: Engine, ingest: IngestService) -> None:
     queue = EvaluationQueue(evaluator, threads=1, wait_seconds=30)
