@@ -21,7 +21,8 @@ costs far more than storing them. :class:`EvaluationQueue` takes that work from 
 
 - **Yielding.** While ``pressed()`` says the answers are slow (:class:`controller.load.ReportLoad`),
   one evaluation runs at a time and no answer waits for its evaluation: judging falls behind,
-  coalesced per agent, instead of taking the database from the answers.
+  coalesced per agent, instead of taking the database from the answers. An answer's wait for its own
+  evaluation (light load, above) is not counted as slowness (:func:`controller.load.not_load`).
 
 Evaluations run in ``threads`` threads; one agent is evaluated by one of them at a time.
 """
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from controller.clock import Clock, utc_now
+from controller.load import not_load
 from controller.metrics import EVALUATION_BACKLOG, EVALUATION_LAG, RULES_YIELDING, count_new_violations
 from controller.policy.notices import RecordedViolation
 from protos.counterguard.v1 import facts_pb2
@@ -112,12 +114,13 @@ class EvaluationQueue:
             others = len(self._pending.keys() - {agent_id}) + len(self._running - {agent_id})
             ticket = self._request(agent_id)
             if others < self._threads_wanted and self._threads and not self._yield():
-                deadline = time.monotonic() + self._wait
-                while self._done.get(agent_id, 0) < ticket and not self._stopping:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._lock.wait(left)
+                with not_load():  # a wait chosen because the threads are free, not one the load imposes
+                    deadline = time.monotonic() + self._wait
+                    while self._done.get(agent_id, 0) < ticket and not self._stopping:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._lock.wait(left)
             return Answered(self._take_notices(agent_id))
 
     def _request(self, agent_id: str) -> int:

@@ -46,7 +46,7 @@ from google.protobuf.message import DecodeError
 from controller.config import Settings
 from controller.errors import InvalidInput
 from controller.grpc_server import NO_CERTIFICATE, SERVICE_NAME
-from controller.load import ReportLoad, queue_wait
+from controller.load import ReportLoad, call_load, queue_wait
 from controller.metrics import REPORT_QUEUE_WAIT
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ class RateLimitInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return self._allowed(behavior, parse, raw, context, agent)
         finally:
             if self._load is not None:
-                self._load.observe(queue_wait())
+                self._load.observe(call_load())
 
     def _overloaded(self, load: ReportLoad, retry: float, serializer: Any) -> grpc.RpcMethodHandler:
         """A Report handler that refuses the call at once, from the refusals' own thread."""

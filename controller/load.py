@@ -14,12 +14,14 @@ waits for any more. :class:`ReportLoad` turns the queue into two decisions:
   a queue of that length holds the calls it admits about a second at the 60–80 Reports a second one
   worker answered in the fleet simulator.
 - **The rules yield.** While the Reports of the last few seconds took on average longer than
-  ``rules_yield_ms`` (waiting and handling), :class:`controller.evaluation.EvaluationQueue` runs one
+  ``rules_yield_ms`` (waiting for a thread and handling, but not an answer's chosen wait for its own
+  evaluation: see :func:`not_load`), :class:`controller.evaluation.EvaluationQueue` runs one
   evaluation at a time and no answer waits for one. Judging falls behind, coalesced per agent,
   instead of taking the database from the answers; it catches up when the load drops.
 
 :class:`TimedExecutor` is the pool: it counts the calls handed to it and not finished, and
-:func:`queue_wait` tells a call, once a thread runs it, how long it waited.
+:func:`queue_wait` tells a call, once a thread runs it, how long it waited; :func:`call_load` how long
+it has taken so far, less what it spent in :func:`not_load`.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
+from contextlib import contextmanager
 from typing import Any
 
 from controller.config import Settings
@@ -68,7 +71,7 @@ class TimedExecutor(futures.ThreadPoolExecutor):
         return max(0, self._held - self.threads)
 
     def _timed(self, queued: float, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        _running.queued = queued
+        _running.queued, _running.set_aside = queued, 0.0
         try:
             return fn(*args, **kwargs)
         finally:
@@ -84,6 +87,27 @@ def queue_wait() -> float:
     """Seconds since the call running in this thread was handed to the pool (0 outside a :class:`TimedExecutor`)."""
     queued = getattr(_running, "queued", None)
     return 0.0 if queued is None else max(0.0, time.monotonic() - queued)
+
+
+def call_load() -> float:
+    """Seconds the call running in this thread has taken since it was handed to the pool, less its time
+    in :func:`not_load` (0 outside a :class:`TimedExecutor`): what the rules' yielding is measured on."""
+    return max(0.0, queue_wait() - getattr(_running, "set_aside", 0.0))
+
+
+@contextmanager
+def not_load() -> Iterator[None]:
+    """Time spent inside is not counted by :func:`call_load`: a Report's wait for its own evaluation,
+    which the queue allows only while evaluation threads are free. Counted, one workstation whose
+    evaluations are slow (its first inventory and software, a slow host) would make the rules yield,
+    and then no answer would carry its notices: they would wait for the next report, up to a
+    heartbeat later."""
+    began = time.monotonic()
+    try:
+        yield
+    finally:
+        if getattr(_running, "queued", None) is not None:
+            _running.set_aside = getattr(_running, "set_aside", 0.0) + time.monotonic() - began
 
 
 class ReportLoad:

@@ -9,6 +9,7 @@ informational rule, none when the same batch comes again; with them off, none at
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
@@ -17,6 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from controller.config import Settings
+from controller.evaluation import EvaluationQueue
+from controller.load import ReportLoad
 from controller.pki import ServerPKI
 from controller.policy.loader import load_policy_text
 from controller.policy.notices import when
@@ -26,6 +29,7 @@ from controller.rules.records import VIOLATION
 from controller.rules.service import RulesService
 from controller.server import RunningServer, build_server
 from protos.counterguard.v1 import agent_pb2, agent_pb2_grpc, facts_pb2
+from tests.controller.test_evaluation import Gate
 from tests.controller.test_grpc_server import (
     TIMEOUT,
     Enrolled,
@@ -181,6 +185,43 @@ def test_no_notices_when_the_policy_has_them_off(
     assert set(stored_keys(engine)) == {"games", "videos", "shopping"}
     assert list(answer.notices) == []
     assert not policy.policy.notices_enabled
+
+
+def test_answers_that_wait_for_their_own_slow_evaluation_keep_getting_their_notices(
+        tmp_path, engine: Engine, pki: ServerPKI, store: PolicyStore, clock) -> None:  # type: ignore[no-untyped-def]
+    """As ``serve`` builds it: the evaluation queue, and the load whose average makes the rules yield.
+    Each evaluation of this one workstation takes a second (its first inventory on a slow host); its
+    answers wait for them because the threads are free, and that wait is not load: the rules must not
+    start yielding, or the next answer would go without its notice and the person at the screen would
+    hear of the game only with the agent's next report, up to a heartbeat later."""
+    store.apply(policy_text(enabled=True), "notices.yaml", "test")
+    load = ReportLoad(0, 0.1)  # the rules yield while Reports take over 100 ms on average
+    gate = Gate(RulesService(engine, store, clock))
+    evaluations = EvaluationQueue(gate, threads=2, wait_seconds=30, pressed=load.pressed)
+    settings = Settings(data_dir=tmp_path / "controller", listen="127.0.0.1:0", enroll_listen="127.0.0.1:0")
+    server = build_server(settings, engine, pki, clock, policies=StoredPolicyProvider(store, clock=clock),
+                          rules=evaluations, load=load)
+    evaluations.start()
+    server.start()
+    try:
+        key, csr = _key_and_csr()
+        agent = Enrolled(enrol(server, pki, new_token(engine, clock), csr), key)
+        gate.held.add(agent.response.agent_id)
+        answers = []
+        with mtls(server, agent) as channel:
+            for sequence, pid in ((1, 101), (2, 102)):
+                gate.opened.clear()
+                threading.Timer(1.0, gate.release).start()  # this evaluation takes a second
+                answers.append(report(channel, [started(sequence, clock(), pid, "gnome-mines")]))
+                clock.advance(seconds=60)  # the game closed and started again: a new violation
+    finally:
+        gate.release()
+        server.stop(None)
+        evaluations.stop()
+
+    assert gate.calls[agent.response.agent_id] == 2
+    assert [[n.rule_id for n in answer.notices] for answer in answers] == [["games"], ["games"]]
+    assert not load.pressed() and load.average < 0.1
 
 
 def test_the_default_policy_ships_with_notices_off_and_a_text_on_every_scored_rule() -> None:
