@@ -104,7 +104,10 @@ def game_copy(tmp_path: Path) -> Path:
 def test_a_violation_becomes_a_desktop_notification_and_the_helper_survives_an_agent_restart(
         controller: Controller, agent: Agent, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = tmp_path / "run"
-    agent.settings.update(run_dir=str(run_dir), report_interval_seconds="1", process_poll_interval_seconds="1")
+    # A busy controller answers without waiting for the evaluation and the notice rides on the agent's
+    # next report: a heartbeat every 10 s bounds that on a slow host (the agent's default is 60 s).
+    agent.settings.update(run_dir=str(run_dir), report_interval_seconds="1", process_poll_interval_seconds="1",
+                          heartbeat_interval_seconds="10")
     agent.enroll(controller, controller.token("W07"))
     game = game_copy(tmp_path)
     agent_log, second_log = tmp_path / "agent.log", tmp_path / "agent-restarted.log"
