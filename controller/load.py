@@ -106,8 +106,8 @@ def not_load() -> Iterator[None]:
     try:
         yield
     finally:
-        if getattr(_running, "queued", None) is not None:
-            _running.set_aside = getattr(_running, "set_aside", 0.0) + time.monotonic() - began
+        if getattr(_running, "queued", None) is not None:  # in a TimedExecutor call, which set set_aside
+            _running.set_aside += time.monotonic() - began
 
 
 class ReportLoad:
