@@ -135,6 +135,14 @@ class RuleContext:
     maintenance: tuple[TimeSpan, ...] = ()
     last_seen_at: dt.datetime | None = None  # our last contact with the agent (an empty report counts)
 
+    @cached_property
+    def approvals_by_name(self) -> Mapping[str, tuple[Approval, ...]]:
+        """``approvals`` by case-folded name: an inventory's hundreds of items each look theirs up."""
+        index: dict[str, list[Approval]] = {}
+        for approval in self.approvals:
+            index.setdefault(approval.name.casefold(), []).append(approval)
+        return {name: tuple(found) for name, found in index.items()}
+
 
 # ------------------------------------------------------------------------------ the result
 

@@ -316,9 +316,8 @@ def installed_episodes(facts: Iterable[TimedFact]) -> list[Installed]:
 def software_decision(env: Env, source: str, name: str) -> str | None:
     """The most specific approval or denial of this item for this workstation, if any."""
     best: tuple[int, dt.datetime, str] | None = None
-    wanted = name.casefold()
-    for approval in env.context.approvals:
-        if approval.name.casefold() != wanted or (approval.source and approval.source.casefold() != source):
+    for approval in env.context.approvals_by_name.get(name.casefold(), ()):
+        if approval.source and approval.source.casefold() != source:
             continue
         rank = (_SCOPE_RANK.get(approval.scope, 0), approval.decided_at or dt.datetime.min.replace(tzinfo=dt.UTC),
                 approval.decision)

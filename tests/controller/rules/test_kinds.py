@@ -61,6 +61,17 @@ def test_office_software_and_approved_games_are_no_violation() -> None:
     assert evaluate(SOFTWARE, facts, approved) == []
 
 
+def test_a_decision_names_software_in_any_case_and_only_for_the_source_it_gives() -> None:
+    facts = Facts()
+    facts.software(at(9), [dpkg("Gnome-Mines", section="games"), dpkg("tux-racer", section="games")])
+    context = RuleContext(window="W01", approvals=(
+        Approval("GNOME-MINES", "DPKG", "window", "approved"),
+        Approval("tux-racer", "desktop-entry", "window", "approved"),  # another source's program of that name
+    ))
+
+    assert [v.subject for v in evaluate(SOFTWARE, facts, context)] == ["dpkg:tux-racer"]
+
+
 def test_the_most_specific_decision_wins_and_a_denial_forbids_any_program() -> None:
     facts = Facts()
     facts.software(at(9), [dpkg("gnome-mines", section="games"), dpkg("curl")])
