@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from sqlalchemy import BigInteger, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -360,54 +361,85 @@ def _fact_problem(
     size = fact.ByteSize()
     if size > limits.max_fact_bytes:
         return f"the fact is {size} bytes serialized; at most {limits.max_fact_bytes} are accepted"
-    return _message_problem(fact, "", limits, budget)
-
-
-def _message_problem(message: Message, path: str, limits: IngestLimits, budget: _Budget) -> str | None:
-    """The first oversized string, list or map or invalid timestamp anywhere inside ``message``."""
-    if message.DESCRIPTOR.full_name == _TIMESTAMP:
-        if not timestamp_is_valid(message):
-            return f"{path or 'timestamp'} is not a valid time"
+    found = _message_problem(fact, limits, budget)
+    if found is None:
         return None
+    path, problem = found
+    return f"{path} {problem}"
+
+
+def _message_problem(message: Message, limits: IngestLimits, budget: _Budget) -> tuple[str, str] | None:
+    """The first oversized string, list or map or invalid timestamp anywhere inside ``message``: its path
+    below ``message`` ("" for ``message`` itself) and what is wrong with it.
+
+    Paths are spelled only for the part found wrong: an inventory's thousands of fine elements cost no names.
+    """
+    if message.DESCRIPTOR.full_name == _TIMESTAMP:
+        return None if timestamp_is_valid(message) else ("", "is not a valid time")
+    longest = limits.max_string_length
     for field, value in message.ListFields():
-        name = f"{path}.{field.name}" if path else field.name
+        name, kind = field.name, field.type
         if field.is_repeated:
-            is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
-            problem = _size_problem(name, len(value), is_map, limits, budget)
+            is_map = kind == _MESSAGE and field.message_type.GetOptions().map_entry
+            problem = _size_problem(len(value), is_map, limits, budget)
             if problem:
-                return problem
+                return name, problem
             if is_map:
-                items: list[tuple[str, Any]] = []
                 for key, item in value.items():
-                    items += [(f"{name} key", key), (f"{name}[{key!r}]", item)]
-            else:
-                items = [(f"{name}[{i}]", item) for i, item in enumerate(value)]
-        else:
-            items = [(name, value)]
-        for item_path, item in items:
-            problem = _value_problem(item, item_path, limits, budget)
-            if problem:
-                return problem
+                    if isinstance(key, str) and len(key) > longest:
+                        return f"{name} key", _too_long(key, longest)
+                    found = _value_problem(item, limits, budget)
+                    if found:
+                        return _below(f"{name}[{key!r}]", found)
+            elif kind == _MESSAGE:
+                for index, item in enumerate(value):
+                    found = _message_problem(item, limits, budget)
+                    if found:
+                        return _below(f"{name}[{index}]", found)
+            elif kind in _TEXT:
+                for index, item in enumerate(value):
+                    if len(item) > longest:
+                        return f"{name}[{index}]", _too_long(item, longest)
+        elif kind == _MESSAGE:
+            found = _message_problem(value, limits, budget)
+            if found:
+                return _below(name, found)
+        elif kind in _TEXT and len(value) > longest:
+            return name, _too_long(value, longest)
     return None
 
 
-def _size_problem(name: str, count: int, is_map: bool, limits: IngestLimits, budget: _Budget) -> str | None:
+_MESSAGE = FieldDescriptor.TYPE_MESSAGE
+_TEXT = (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
+
+
+def _below(prefix: str, found: tuple[str, str]) -> tuple[str, str]:
+    """``found`` (a path and a problem) as seen from the message holding ``prefix``."""
+    path, problem = found
+    return (f"{prefix}.{path}" if path else prefix), problem
+
+
+def _size_problem(count: int, is_map: bool, limits: IngestLimits, budget: _Budget) -> str | None:
     """Why a repeated or map field of ``count`` elements is too large, if it is."""
     most, what = (limits.max_map_entries, "entries") if is_map else (limits.max_repeated, "elements")
     if count > most:
-        return f"{name} has {count} {what}; at most {most} are accepted"
+        return f"has {count} {what}; at most {most} are accepted"
     if not budget.spend(count):
-        return f"{name} takes the batch over {budget.limit} list and map elements in all"
+        return f"takes the batch over {budget.limit} list and map elements in all"
     return None
 
 
-def _value_problem(value: Any, path: str, limits: IngestLimits, budget: _Budget) -> str | None:
+def _value_problem(value: Any, limits: IngestLimits, budget: _Budget) -> tuple[str, str] | None:
     if isinstance(value, Message):
-        return _message_problem(value, path, limits, budget)
+        return _message_problem(value, limits, budget)
     if isinstance(value, (str, bytes)) and len(value) > limits.max_string_length:
-        unit = "characters" if isinstance(value, str) else "bytes"
-        return f"{path} is {len(value)} {unit} long; at most {limits.max_string_length} are accepted"
+        return "", _too_long(value, limits.max_string_length)
     return None
+
+
+def _too_long(value: str | bytes, most: int) -> str:
+    unit = "characters" if isinstance(value, str) else "bytes"
+    return f"is {len(value)} {unit} long; at most {most} are accepted"
 
 
 def _insert_ignoring_duplicates(dialect: str) -> Any:
