@@ -37,7 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import case, exists, func, insert, select, update
+from sqlalchemy import BigInteger, bindparam, case, exists, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from controller.clock import Clock, utc_now
@@ -152,7 +152,7 @@ class RulesService:
         """
         loaded: Any = _UNKNOWN
         while True:
-            with self._agent_transaction(agent_id, _CATCH_UP, missing_ok=True) as (conn, agent):
+            with self._agent_transaction(agent_id, catching_up=True, missing_ok=True) as (conn, agent):
                 if agent is None or agent.last_sequence <= agent.evaluated_sequence:
                     return EvaluationResult()
                 kept = self._policy_at
@@ -232,13 +232,12 @@ class RulesService:
 
     def _mark_evaluated(self, agent_id: str, through: int, conn: Connection | None = None) -> None:
         """Record that the agent's facts up to ``through`` are evaluated (the mark never moves back)."""
-        statement = (update(AGENT).where(AGENT.c.id == agent_id, AGENT.c.evaluated_sequence < through)
-                     .values(evaluated_sequence=through))
+        parameters = {"agent": agent_id, "through": through}
         if conn is not None:
-            conn.execute(statement)
+            conn.execute(_MARK_EVALUATED, parameters)
             return
         with self._engine.begin() as own:
-            own.execute(statement)
+            own.execute(_MARK_EVALUATED, parameters)
 
     def backlog(self, settled_before: dt.datetime | None = None) -> list[str]:
         """The agents holding facts not evaluated yet, oldest contact first; with ``settled_before``, only
@@ -392,18 +391,16 @@ class RulesService:
         return EvaluationResult(len(new), updated, withdrawn, 1, new)
 
     @contextmanager
-    def _agent_transaction(self, agent_id: str, extra: Sequence[Any] = (),
+    def _agent_transaction(self, agent_id: str, catching_up: bool = False,
                            missing_ok: bool = False) -> Iterator[tuple[Connection, Any]]:
         """A transaction holding the agent's evaluation lock (see the module docstring), and the agent's row
-        with the decision revision and the ``extra`` columns read with it; the row is None for an unknown
-        agent with ``missing_ok`` (else :class:`NotFound`)."""
+        with the decision revision (and, ``catching_up``, the columns of :data:`_CATCH_UP`); the row is None for
+        an unknown agent with ``missing_ok`` (else :class:`NotFound`)."""
         with self._engine.begin() as conn:
-            if conn.dialect.name == "sqlite":
+            locking = conn.dialect.name == "postgresql"
+            if not locking:  # SQLite: the database's write lock, taken now
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-            query = select(AGENT, REVISION.label("decision_revision"), *extra).where(AGENT.c.id == agent_id)
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update(of=AGENT, key_share=True)
-            agent = conn.execute(query).one_or_none()
+            agent = conn.execute(_AGENT_ROW[catching_up, locking], {"agent": agent_id}).one_or_none()
             if agent is None and not missing_ok:
                 raise NotFound(f"no agent {agent_id!r}")
             yield conn, agent
@@ -419,10 +416,7 @@ class RulesService:
         record = getattr(loaded, "record", None)
         policy_id = getattr(record, "policy_id", loaded.policy.id)
         version = getattr(record, "version", loaded.policy.version)
-        existing = {
-            row.key: row
-            for row in conn.execute(select(VIOLATION).where(VIOLATION.c.key.in_([c.key for c in candidates])))
-        }
+        existing = {row.key: row for row in conn.execute(_VIOLATIONS_OF_KEYS, {"keys": [c.key for c in candidates]})}
         updated = 0
         new_rows = []
         new: list[ViolationCandidate] = []
@@ -591,6 +585,22 @@ _CATCH_UP = (
     _PROGRAM_RUNNING,
     _PROGRAM_ENDED,
 )
+
+# The statements of every evaluation, built once (building and keying a statement costs more than running it).
+
+
+def _agent_row(catching_up: bool, locking: bool) -> Any:
+    query = select(AGENT, REVISION.label("decision_revision"), *(_CATCH_UP if catching_up else ())).where(
+        AGENT.c.id == bindparam("agent"))
+    return query.with_for_update(of=AGENT, key_share=True) if locking else query
+
+
+_AGENT_ROW = {(catching_up, locking): _agent_row(catching_up, locking)
+              for catching_up in (False, True) for locking in (False, True)}
+_MARK_EVALUATED = (update(AGENT).where(AGENT.c.id == bindparam("agent"),
+                                       AGENT.c.evaluated_sequence < bindparam("through", type_=BigInteger))
+                   .values(evaluated_sequence=bindparam("through", type_=BigInteger)))
+_VIOLATIONS_OF_KEYS = select(VIOLATION).where(VIOLATION.c.key.in_(bindparam("keys", expanding=True)))
 # No policy looked up yet (None is "no policy in force").
 _UNKNOWN = object()
 
@@ -600,15 +610,18 @@ _UNKNOWN = object()
 _JUDGED_BY_CONTENT = ("process_started", "process_stopped", "foreground", "power")
 
 
+_TO_JUDGE = (select(FACT.c.sequence, FACT.c.kind, FACT.c.observed_at,
+                     case((FACT.c.kind.in_(_JUDGED_BY_CONTENT), FACT.c.payload), else_=None))
+             .where(FACT.c.agent_id == bindparam("agent"), FACT.c.sequence > bindparam("after", type_=BigInteger),
+                    FACT.c.sequence <= bindparam("through", type_=BigInteger))
+             .order_by(FACT.c.sequence))
+
+
 def _facts_to_judge(conn: Connection, agent_id: str, after: int, through: int) -> list[facts_pb2.Fact]:
     """The agent's facts with a sequence in (``after``, ``through``], decoded as far as choosing rule kinds needs."""
-    payload = case((FACT.c.kind.in_(_JUDGED_BY_CONTENT), FACT.c.payload), else_=None)
     facts = []
     for sequence, kind, observed_at, content in conn.execute(
-        select(FACT.c.sequence, FACT.c.kind, FACT.c.observed_at, payload)
-        .where(FACT.c.agent_id == agent_id, FACT.c.sequence > after, FACT.c.sequence <= through)
-        .order_by(FACT.c.sequence)
-    ):
+            _TO_JUDGE, {"agent": agent_id, "after": after, "through": through}):
         if content is not None:
             facts.append(row_to_fact(bytes(content)))
             continue
